@@ -1,0 +1,174 @@
+"""The ``automodel`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["build_parser", "main"]
+
+console = Console(highlight=False)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="a folder (ImageFolder or Kaggle layout), a torchvision name, or 'demo'")
+    p.add_argument("--description", default="", help="a sentence about the data (what the label means, cautions)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<dataset name>)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--id-col", default=None, help="id column of a Kaggle CSV (detected when omitted)")
+    p.add_argument("--label-col", default=None, help="label column of a Kaggle CSV (detected when omitted)")
+    p.add_argument("--weights-dir", default=None, help="folder of local pretrained weights <timm_name>.pth")
+    p.add_argument("--max-train", type=int, default=None, help="use a stratified subset of this many training images")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="automodel", description="A team of agents that builds an image classifier.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="let the team build, train and improve a model")
+    _add_data_args(run)
+    run.add_argument("--config", type=Path, default=None, help="YAML/JSON file with a model backend per role")
+    run.add_argument("--iterations", type=int, default=6, help="attempts after the first pipeline (default 6)")
+    run.add_argument("--time-budget", type=float, default=900.0, help="total wall-clock seconds (default 900)")
+    run.add_argument("--candidate-budget", type=float, default=None,
+                     help="training seconds per candidate (default: a share of the time budget)")
+    run.add_argument("--target", type=float, default=None, help="stop once validation accuracy reaches this")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
+    run.add_argument("--no-zero-shot", action="store_true",
+                     help="start from the reference recipe instead of the Architect's design (ablation)")
+
+    once = sub.add_parser("train-once", help="train and score one candidate (three component files)")
+    _add_data_args(once)
+    once.add_argument("--components", type=Path, default=None,
+                      help="folder with data.py, model.py, training.py (default: the reference recipe)")
+    once.add_argument("--time-budget", type=float, default=120.0, help="training seconds (default 120)")
+    once.add_argument("--memory-limit-mb", type=int, default=None)
+
+    val = sub.add_parser("validate", help="check component files against their interfaces")
+    val.add_argument("components", type=Path)
+
+    prof = sub.add_parser("profile", help="prepare a dataset and print its profile")
+    _add_data_args(prof)
+    return parser
+
+
+def _default_out(data: str, command: str) -> Path:
+    name = Path(data).name or "dataset"
+    return Path("runs") / f"{name}-{command}"
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_train": args.max_train} if args.max_train else {}
+
+
+def cmd_train_once(args: argparse.Namespace) -> int:
+    from automodel._console import EventPrinter
+    from automodel.harness import copy_components
+    from automodel.interfaces import REFERENCE_DIR, validate_components
+    from automodel.workspace import open_workspace
+
+    components = args.components or REFERENCE_DIR
+    issues = validate_components(components)
+    if issues:
+        console.print("[red]component files do not satisfy their interfaces:[/]")
+        for issue in issues:
+            console.print(f"  {components}/{issue}")
+        return 2
+    out = args.out or _default_out(args.data, "train-once")
+    ws = open_workspace(args.data, out, description=args.description, device=args.device, seed=args.seed,
+                        val_fraction=args.val_fraction, id_col=args.id_col, label_col=args.label_col,
+                        weights_dir=args.weights_dir, **_source_options(args))
+    console.print(ws.data.meta.profile.summary())
+    workdir = ws.store.root / "train-once"
+    copy_components(Path(components), workdir)
+    result = ws.runner(memory_limit_mb=args.memory_limit_mb).train(
+        workdir, workdir, time_budget_s=args.time_budget, seed=args.seed, on_event=EventPrinter(console)
+    )
+    if result.ok and result.result:
+        console.print(f"[bold green]val accuracy {result.result['val_accuracy']:.4f}[/] "
+                      f"({result.result['epochs_run']} epochs, {result.result['images_per_s']:.0f} img/s); "
+                      f"metrics and checkpoint in {workdir}")
+        return 0
+    err = result.error
+    console.print(f"[bold red]{result.status}[/]: " + (f"{err.component}.py {err.error_type}: {err.message}" if err else ""))
+    if err and err.lines:
+        console.print("\n".join(str(line) for line in err.lines))
+    console.print(f"full log: {result.log_path}")
+    return 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from automodel.interfaces import validate_components
+
+    issues = validate_components(args.components)
+    for issue in issues:
+        console.print(f"{args.components}/{issue}")
+    if not issues:
+        console.print("[green]data.py, model.py and training.py satisfy their interfaces[/]")
+    return 1 if issues else 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from automodel.workspace import open_workspace
+
+    out = args.out or _default_out(args.data, "profile")
+    ws = open_workspace(args.data, out, description=args.description, device="cpu", seed=args.seed,
+                        val_fraction=args.val_fraction, id_col=args.id_col, label_col=args.label_col,
+                        **_source_options(args))
+    console.print(json.dumps(ws.data.meta.profile.model_dump(mode="json"), indent=1, default=str))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from automodel.run import RunOptions, run_team
+
+    opts = RunOptions(
+        data=args.data,
+        out=args.out or _default_out(args.data, "run"),
+        description=args.description,
+        config=args.config,
+        iterations=args.iterations,
+        time_budget_s=args.time_budget,
+        candidate_budget_s=args.candidate_budget,
+        target=args.target,
+        device=args.device,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        id_col=args.id_col,
+        label_col=args.label_col,
+        weights_dir=args.weights_dir,
+        max_train=args.max_train,
+        resume=args.resume,
+        zero_shot=not args.no_zero_shot,
+    )
+    final = run_team(opts, console=console)
+    return 0 if final.get("best_val_accuracy") is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``automodel`` command."""
+    from automodel.data import DataError
+    from automodel.logging import configure_logging
+
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    handlers = {"run": cmd_run, "train-once": cmd_train_once, "validate": cmd_validate, "profile": cmd_profile}
+    try:
+        return handlers[args.command](args)
+    except DataError as exc:
+        console.print(f"[bold red]data error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; the run directory keeps every completed attempt (use --resume)[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

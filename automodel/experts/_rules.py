@@ -1,0 +1,251 @@
+"""The offline expert's judgement: how a careful practitioner plays each role, as rules.
+
+Every function takes the context a role sends (plain JSON data) and returns what an LLM
+in that role would return. The rules weigh compute per image x images x epochs against
+the time budget and the device, and reach for pretrained weights first.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from automodel.experts._knobs import get_knobs, reference_source, set_knobs
+from automodel.interfaces import validate_component
+
+EXPERT_NAME = "offline expert"
+
+ORIENTATION_WORDS = re.compile(
+    r"orientation|rotat|direction|left|right|handed|mirror|flip|arrow|text|letter|digit|character|sign", re.I
+)
+COLOR_WORDS = re.compile(r"colou?r|hue|ripe|stain|dye", re.I)
+
+
+def cpu_cost_ms(width: int, size: int, chans: int) -> float:
+    """Measured fwd+bwd milliseconds per image of the small CNN on 2 CPU cores."""
+    return (1.6 + 0.0022 * width * width) * (size / 32) ** 2 * (1.1 if chans == 3 else 1.0)
+
+
+def _env(ctx: dict[str, Any]) -> tuple[bool, float, dict[str, Any]]:
+    env = ctx.get("environment", {})
+    return bool(env.get("cuda")), float(env.get("candidate_budget_s", 60.0)), env
+
+
+def architect(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Design the first pipeline from the profile, the description and the environment."""
+    profile = ctx.get("profile", {})
+    description = ctx.get("description", "") or ""
+    cuda, budget, env = _env(ctx)
+    pretrained = env.get("pretrained", {})
+    n_train = int(profile.get("num_train", 1000))
+    stored = int(profile.get("stored_size", 32))
+    chans = int(profile.get("in_chans", 3))
+    imbalance = float(profile.get("imbalance_ratio", 1.0))
+    rationale: list[str] = []
+    data: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+
+    orientation = bool(ORIENTATION_WORDS.search(description))
+    color = bool(COLOR_WORDS.search(description))
+    if orientation:
+        data["HFLIP"] = False
+        rationale.append("The description says orientation or handedness carries meaning: no horizontal flips.")
+    if color:
+        data["COLOR_AUG"] = False
+        rationale.append("Colour carries the label: no colour augmentation.")
+
+    has_weights = bool(pretrained.get("hub")) or "efficientnet_lite0" in pretrained.get("local", [])
+    photo = stored >= 64 and chans == 3
+    if photo and has_weights:
+        size = 224 if cuda else (96 if budget < 400 else 128)
+        model.update(ARCH="efficientnet_lite0" if not (cuda and pretrained.get("hub")) else "convnext_nano",
+                     PRETRAINED=True, DROPOUT=0.2)
+        data.update(INPUT_SIZE=size, AUGMENT="rrc")
+        train.update(LR=1e-3, WEIGHT_DECAY=0.02, LABEL_SMOOTHING=0.1, WARMUP_EPOCHS=0.5)
+        rationale.append(
+            f"Real photos and ImageNet weights are available: fine-tune {model['ARCH']} at {size}px "
+            "(pretrained beats any from-scratch net on small photo sets by 20+ points)."
+        )
+    elif cuda:
+        size = min(max(stored, 32), 64) if stored <= 64 else 160
+        model.update(ARCH="resnet18", PRETRAINED=False)
+        data.update(INPUT_SIZE=size, AUGMENT="crop_flip" if size <= 64 else "rrc")
+        train.update(LR=2e-3, LABEL_SMOOTHING=0.1)
+        rationale.append(f"GPU, no usable pretrained weights: ResNet-18 with a full-resolution stem at {size}px.")
+    else:
+        size = min(stored, 32) if stored <= 64 else 48
+        # Widest small CNN that still fits ~10 epochs into the candidate budget.
+        width = 16
+        for w in (24, 32, 48, 64):
+            if n_train * 10 * cpu_cost_ms(w, size, chans) / 1000 <= 0.7 * budget:
+                width = w
+        model.update(ARCH="small_cnn", WIDTH=width, DROPOUT=0.1)
+        data.update(INPUT_SIZE=size, AUGMENT="crop_flip")
+        train.update(LR=3e-3, LABEL_SMOOTHING=0.1)
+        est = n_train * cpu_cost_ms(width, size, chans) / 1000
+        rationale.append(
+            f"CPU only, {n_train} training images: a compact CNN (width {width}) at {size}px costs about "
+            f"{est:.1f}s per epoch, so the {budget:.0f}s budget buys enough epochs to converge; a ResNet would get one."
+        )
+    if imbalance >= 3:
+        data["BALANCED_SAMPLING"] = True
+        rationale.append(f"Classes are imbalanced ({imbalance:.1f}:1): class-balanced sampling.")
+    data["BATCH_SIZE"] = 128 if cuda else (32 if photo else 64)
+    train.update(SCHEDULE="cosine", GRAD_CLIP=1.0)
+    rationale.append("AdamW with warmup and cosine decay, label smoothing 0.1; epochs sized to the time budget.")
+
+    components = {}
+    for name, knobs in (("data", data), ("model", model), ("training", train)):
+        components[name], _ = set_knobs(reference_source(name), knobs)
+    decisions = {k: str(v) for part in (data, model, train) for k, v in part.items()}
+    summary = (
+        f"{model.get('ARCH')} at {size}px, augmentation {data.get('AUGMENT')}, "
+        f"AdamW lr {train.get('LR')}, cosine schedule"
+    )
+    return {"summary": summary, "rationale": rationale, "decisions": decisions, "components": components}
+
+
+def engineer(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Check, revise or repair one component file."""
+    component = ctx["component"]
+    phase = ctx.get("phase", "init")
+    code = ctx.get("current_code") or reference_source(component)
+    if phase == "init":
+        issues = validate_component(component, code)
+        if issues:
+            return {"code": reference_source(component),
+                    "change": f"replaced an invalid {component}.py with the reference ({issues[0]})"}
+        return {"code": code, "change": f"checked {component}.py against interface v1: valid, kept as designed"}
+    if phase == "repair":
+        err = ctx.get("error", {})
+        knobs = get_knobs(code)
+        ref, _ = set_knobs(reference_source(component), knobs)
+        return {"code": ref, "change": (
+            f"repair of {err.get('error_type', 'error')}: rebuilt {component}.py from the reference recipe, "
+            "keeping its settings")}
+    feedback = ctx.get("feedback", {})
+    knobs = dict(feedback.get("knobs", {}))
+    if not knobs:
+        return {"code": code, "change": "no concrete setting in the feedback; kept the component", "skip": True}
+    new, applied = set_knobs(code, knobs)
+    if len(applied) < len(knobs):
+        base, _ = set_knobs(reference_source(component), get_knobs(code))
+        new, applied = set_knobs(base, knobs)
+    change = ", ".join(f"{k}={v!r}" for k, v in applied.items())
+    return {"code": new, "change": f"set {change}: {feedback.get('change', '')}".strip()}
+
+
+def summarize(ctx: dict[str, Any]) -> str:
+    """A faithful few-line account of one attempt."""
+    r = ctx.get("report", {})
+    knobs = ctx.get("knobs", {})
+    curve = ", ".join(
+        f"{e.get('val_accuracy', 0):.3f}" for e in r.get("epochs", [])[-6:] if e.get("val_accuracy") is not None
+    )
+    setting = "; ".join(f"{c}: " + ", ".join(f"{k}={v}" for k, v in sorted(kv.items())) for c, kv in knobs.items() if kv)
+    acc = r.get("val_accuracy")
+    outcome = f"val {acc:.4f}" if acc is not None else f"no score ({r.get('error', '')[:120]})"
+    return (
+        f"#{r.get('iteration')} {r.get('target')}: {r.get('change', '')[:200]} -> {r.get('status')}, {outcome} "
+        f"(best {r.get('best_val_accuracy')}). Epoch val curve: [{curve}]. "
+        f"{len(r.get('epochs', []))} epochs in {r.get('seconds', 0):.0f}s, {r.get('images_per_s', 0):.0f} img/s"
+        f"{', stopped by the time budget' if r.get('stopped_by_budget') else ''}. Settings: {setting}"
+    )
+
+
+def _curve(report: dict[str, Any]) -> tuple[list[float], list[float], list[float]]:
+    ep = report.get("epochs", [])
+    tl = [float(e["train_loss"]) for e in ep if e.get("train_loss") is not None]
+    vl = [float(e["val_loss"]) for e in ep if e.get("val_loss") is not None]
+    va = [float(e["val_accuracy"]) for e in ep if e.get("val_accuracy") is not None]
+    return tl, vl, va
+
+
+def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Diagnose the best candidate's learning curve and target one engineer with one untried change."""
+    report = ctx.get("best_report") or ctx.get("last_report") or {}
+    last = ctx.get("last_report") or {}
+    knobs = ctx.get("best_knobs", {"data": {}, "model": {}, "training": {}})
+    tried = set(ctx.get("tried", []))
+    profile = ctx.get("profile", {})
+    description = ctx.get("description", "") or ""
+    cuda, budget, _ = _env(ctx)
+    num_classes = int(profile.get("num_classes", 10))
+    tl, vl, va = _curve(report)
+    d, m, t = knobs.get("data", {}), knobs.get("model", {}), knobs.get("training", {})
+    lr = float(t.get("LR") or 3e-3)
+    proposals: list[tuple[str, str, dict[str, Any], str, str]] = []
+
+    def propose(target: str, knob: dict[str, Any], diagnosis: str, change: str, effect: str) -> None:
+        proposals.append((target, diagnosis, knob, change, effect))
+
+    if last.get("status") in ("timeout",) or (last.get("error") and "MemoryLimit" in last.get("error", "")):
+        propose("data_engineer", {"INPUT_SIZE": max(int(d.get("INPUT_SIZE") or 32) // 2, 16)},
+                "The last candidate ran out of time or memory.", "halve the input size", "fits the budget again")
+    chance = 1.5 / max(num_classes, 2)
+    if va and (max(va) <= chance or (len(tl) >= 2 and tl[-1] > tl[0] * 1.05)):
+        propose("training_engineer", {"LR": lr * 0.3}, "Training diverges or stays at chance: loss does not fall.",
+                f"lower the learning rate from {lr:g} to {lr * 0.3:g}", "stable descent of the training loss")
+    budget_bound = bool(report.get("stopped_by_budget")) or (len(va) >= 2 and va[-1] >= max(va) - 1e-9)
+    if budget_bound and len(va) < 6:
+        w = int(m.get("WIDTH") or 32)
+        if m.get("ARCH") == "small_cnn" and w > 16:
+            propose("model_engineer", {"WIDTH": max(w // 2, 16)},
+                    f"Under-trained: only {len(va)} epochs fit the budget and accuracy was still rising.",
+                    f"halve the network width to {max(w // 2, 16)} so twice the epochs fit",
+                    "more epochs in the same time; higher final accuracy")
+        propose("training_engineer", {"LR": lr * 2},
+                f"Under-trained: {len(va)} epochs, accuracy still rising at the end.",
+                f"raise the learning rate to {lr * 2:g} to converge in fewer epochs", "faster convergence")
+    overfit = len(vl) >= 3 and len(tl) >= 3 and (vl[-1] - tl[-1] > 0.25) and (vl[-1] > min(vl) * 1.05)
+    if overfit:
+        flips_ok = d.get("HFLIP", True) and not ORIENTATION_WORDS.search(description)
+        propose("data_engineer", {"MIXUP": 0.2, "CUTMIX": 1.0}, "Over-fitting: validation loss rises while training loss falls.",
+                "add MixUp/CutMix", "smaller generalisation gap")
+        propose("data_engineer", {"ERASING": 0.25}, "Over-fitting: validation loss rises while training loss falls.",
+                "add random erasing", "smaller generalisation gap")
+        propose("model_engineer", {"DROPOUT": min(float(m.get("DROPOUT") or 0.1) + 0.2, 0.5)},
+                "Over-fitting.", "raise dropout before the classifier", "less memorisation")
+        propose("training_engineer", {"WEIGHT_DECAY": 0.1}, "Over-fitting.", "raise weight decay to 0.1", "smaller gap")
+        if flips_ok:
+            propose("data_engineer", {"AUGMENT": "trivial"}, "Over-fitting.", "switch to TrivialAugment", "more varied views")
+    imbalance = float(profile.get("imbalance_ratio", 1.0))
+    per_class = [a for a in report.get("per_class_val_accuracy", []) if a is not None]
+    if imbalance >= 2 or (per_class and min(per_class) < (sum(per_class) / len(per_class)) - 0.25):
+        propose("data_engineer", {"BALANCED_SAMPLING": True}, "Weak minority classes under class imbalance.",
+                "sample batches class-balanced", "higher accuracy on the weakest classes")
+        propose("training_engineer", {"CLASS_WEIGHTED_LOSS": True}, "Weak minority classes.",
+                "weight the loss by inverse class frequency", "higher recall on rare classes")
+    # Plateau / general improvements, in the order a practitioner tries them.
+    epochs = len(va)
+    if epochs >= 4:
+        propose("training_engineer", {"EMA_DECAY": 0.998}, "Plateau: accuracy is flat over the last epochs.",
+                "keep an exponential moving average of the weights", "+0.5-1 point from a smoother model")
+    propose("training_engineer", {"SCHEDULE": "onecycle"}, "Plateau.", "one-cycle schedule", "faster convergence")
+    propose("training_engineer", {"LABEL_SMOOTHING": 0.0 if float(t.get("LABEL_SMOOTHING", 0.1)) else 0.1},
+            "Plateau.", "toggle label smoothing", "better calibrated targets")
+    if m.get("ARCH") == "small_cnn":
+        w = int(m.get("WIDTH") or 32)
+        if not budget_bound:
+            propose("model_engineer", {"WIDTH": w + w // 2}, "Capacity-bound: training converges well within the budget.",
+                    f"widen the network to {w + w // 2}", "more capacity")
+    propose("training_engineer", {"LR": lr * 0.5}, "Plateau.", f"lower the learning rate to {lr * 0.5:g}", "finer optimum")
+    if d.get("HFLIP", True) and not ORIENTATION_WORDS.search(description):
+        propose("data_engineer", {"TTA_HFLIP": True}, "Plateau.", "average predictions with the flipped image",
+                "+0.3-1 point at no training cost")
+    propose("data_engineer", {"MIXUP": 0.2, "CUTMIX": 0.0}, "Plateau.", "light MixUp", "regularisation")
+    propose("model_engineer", {"DROPOUT": 0.3}, "Plateau.", "raise dropout", "regularisation")
+    propose("training_engineer", {"LR": lr * 3}, "Plateau.", f"raise the learning rate to {lr * 3:g}", "escape a poor basin")
+
+    for target, diagnosis, knob, change, effect in proposals:
+        if change_key(target, knob) not in tried:
+            return {"target": target, "diagnosis": diagnosis, "change": change, "expected_effect": effect,
+                    "knobs": knob}
+    return {"target": "training_engineer", "diagnosis": "Every rule has been tried.", "change": "re-run with a new seed",
+            "expected_effect": "a measure of seed noise", "knobs": {"WARMUP_EPOCHS": 1.5}}
+
+
+def change_key(target: str, knobs: dict[str, Any]) -> str:
+    """The identity of a change, for the analyst's record of what was tried."""
+    return target + ":" + ",".join(f"{k}={v!r}" for k, v in sorted(knobs.items()))

@@ -1,0 +1,359 @@
+"""Train and score one candidate: build components, smoke-test, train under a budget."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from automodel.harness._job import HarnessJob, emit, write_json_atomic
+from automodel.harness._loader import ComponentFailure
+from automodel.interfaces import (
+    DataRecipe,
+    DataSpec,
+    ModelSpec,
+    PretrainedInfo,
+    TrainRecipe,
+    TrainSpec,
+)
+
+
+@contextmanager
+def owned_by(component: str, files: dict[str, Path]) -> Iterator[None]:
+    """Attribute any exception in the block to ``component`` (or to the file that raised)."""
+    try:
+        yield
+    except ComponentFailure:
+        raise
+    except Exception as exc:
+        raise ComponentFailure(component, exc, files) from exc
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class Split:
+    """One split as an NCHW uint8 tensor (in memory) or an NHWC memmap (on disk)."""
+
+    x: Any
+    y: torch.Tensor | None
+    in_memory: bool
+
+    @classmethod
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray | None) -> Split:
+        in_memory = not isinstance(x, np.memmap)
+        xt: Any = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous() if in_memory else x
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64)) if y is not None else None
+        return cls(xt, yt, in_memory)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batch(self, idx: torch.Tensor, device: str) -> torch.Tensor:
+        if self.in_memory:
+            xb = self.x[idx]
+        else:
+            order = np.sort(idx.numpy())
+            xb = torch.from_numpy(np.ascontiguousarray(self.x[order])).permute(0, 3, 1, 2)
+        return xb.to(device, non_blocking=True)
+
+
+def evaluate(
+    model: torch.nn.Module, split: Split, recipe: DataRecipe, device: str, num_classes: int, amp: bool
+) -> tuple[torch.Tensor, float]:
+    """Class probabilities for a whole split, and its mean cross-entropy when labelled."""
+    model.eval()
+    probs = []
+    bs = max(recipe.batch_size * 2, 64)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        for start in range(0, len(split), bs):
+            idx = torch.arange(start, min(start + bs, len(split)))
+            x = recipe.eval_transform(split.batch(idx, device))
+            p = model(x).float().softmax(1)
+            if recipe.tta_hflip:
+                p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
+            probs.append(p.cpu())
+    out = torch.cat(probs) if probs else torch.zeros(0, num_classes)
+    loss = float("nan")
+    if split.y is not None and len(out):
+        loss = float(torch.nn.functional.nll_loss(out.clamp_min(1e-8).log(), split.y))
+    return out, loss
+
+
+def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float | None]:
+    acc: list[float | None] = []
+    for c in range(num_classes):
+        mask = y == c
+        acc.append(float((pred[mask] == c).float().mean()) if mask.any() else None)
+    return acc
+
+
+class Candidate:
+    """The three components built against one prepared dataset."""
+
+    def __init__(self, job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: Any):
+        self.job, self.modules, self.files = job, modules, files
+        self.device = resolve_device(job.device)
+        self.meta = data.meta
+        self.num_classes = int(self.meta.num_classes)
+        x, y = data.arrays("train")
+        self.train = Split.from_arrays(x, y)
+        counts = np.bincount(np.asarray(y), minlength=self.num_classes)
+        self.class_counts = tuple(int(c) for c in counts)
+        spec = DataSpec(
+            num_classes=self.num_classes,
+            in_chans=int(self.meta.in_chans),
+            stored_size=int(self.meta.stored_size),
+            num_train=len(self.train),
+            class_counts=self.class_counts,
+            mean=tuple(self.meta.mean),
+            std=tuple(self.meta.std),
+            device=self.device,
+            description=job.description,
+        )
+        with owned_by("data", files):
+            recipe = modules["data"].build_data(spec)
+            if not isinstance(recipe, DataRecipe):
+                raise TypeError(f"build_data must return a DataRecipe, got {type(recipe).__name__}")
+            if recipe.batch_size < 1 or recipe.input_size < 1:
+                raise ValueError(f"batch_size and input_size must be positive: {recipe}")
+        self.recipe = recipe
+        mspec = ModelSpec(
+            num_classes=self.num_classes,
+            in_chans=recipe.out_chans,
+            input_size=recipe.input_size,
+            device=self.device,
+            pretrained=PretrainedInfo(hub_available=job.hub_available, local=dict(job.local_weights)),
+            num_train=len(self.train),
+            time_budget_s=job.time_budget_s,
+        )
+        with owned_by("model", files):
+            model = modules["model"].build_model(mspec)
+            if not isinstance(model, torch.nn.Module):
+                raise TypeError(f"build_model must return a torch.nn.Module, got {type(model).__name__}")
+        self.model = model.to(self.device)
+
+    def transform_train(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = self.train.batch(idx, self.device)
+        assert self.train.y is not None
+        yb = torch.nn.functional.one_hot(self.train.y[idx], self.num_classes).float().to(self.device)
+        with owned_by("data", self.files):
+            x = self.recipe.train_transform(xb)
+            if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
+                raise TypeError(f"train_transform must return a float (B,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+            if self.recipe.batch_mix is not None:
+                x, yb = self.recipe.batch_mix(x, yb)
+        return x, yb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with owned_by("model", self.files):
+            logits = self.model(x)
+            if not torch.is_tensor(logits) or logits.shape != (x.shape[0], self.num_classes):
+                raise ValueError(
+                    f"model returned {getattr(logits, 'shape', type(logits))}, expected ({x.shape[0]}, {self.num_classes})"
+                )
+        return logits
+
+    def smoke(self, steps: int) -> float:
+        """Forward+backward on a few batches with the weights restored after; seconds per step."""
+        state = copy.deepcopy(self.model.state_dict())
+        self.model.train()
+        bs = min(self.recipe.batch_size, len(self.train))
+        timings = []
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            x, y = self.transform_train(torch.randperm(len(self.train))[:bs])
+            logits = self.forward(x)
+            with owned_by("model", self.files):
+                torch.nn.functional.cross_entropy(logits.float(), y).backward()
+            self.model.zero_grad(set_to_none=True)
+            if i:  # the first step pays for lazy initialisation
+                timings.append(time.perf_counter() - t0)
+        self.model.load_state_dict(state)
+        return float(np.median(timings))
+
+    def build_training(self, est_step_s: float) -> TrainRecipe:
+        steps = max(1, len(self.train) // self.recipe.batch_size)
+        tspec = TrainSpec(
+            num_classes=self.num_classes,
+            num_train=len(self.train),
+            steps_per_epoch=steps,
+            batch_size=self.recipe.batch_size,
+            device=self.device,
+            time_budget_s=self.job.time_budget_s,
+            est_step_s=est_step_s,
+            class_counts=self.class_counts,
+        )
+        with owned_by("training", self.files):
+            recipe = self.modules["training"].build_training(tspec, self.model)
+            if not isinstance(recipe, TrainRecipe):
+                raise TypeError(f"build_training must return a TrainRecipe, got {type(recipe).__name__}")
+            if recipe.epochs < 1:
+                raise ValueError(f"epochs must be >= 1, got {recipe.epochs}")
+        return recipe
+
+
+def _epoch_indices(cand: Candidate, balanced: bool, gen: torch.Generator) -> torch.Tensor:
+    n = len(cand.train)
+    if not balanced:
+        return torch.randperm(n, generator=gen)
+    assert cand.train.y is not None
+    counts = torch.tensor(cand.class_counts, dtype=torch.float64).clamp(min=1)
+    weights = (1.0 / counts)[cand.train.y]
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
+def _save_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: Any) -> dict[str, Any]:
+    """Run the whole candidate; returns the metrics also written to ``metrics.json``."""
+    t_start = time.perf_counter()
+    torch.manual_seed(job.seed)
+    cand = Candidate(job, modules, files, data)
+    val = Split.from_arrays(*data.arrays("val"))
+    est = cand.smoke(job.smoke_steps)
+    recipe = cand.build_training(est)
+    model, opt = cand.model, recipe.optimizer
+    use_amp = recipe.amp and cand.device.startswith("cuda")
+    if recipe.channels_last and cand.device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay)
+    ) if recipe.ema_decay else None
+    epochs = min(recipe.epochs, job.max_epochs or recipe.epochs)
+    bs = cand.recipe.batch_size
+    steps_per_epoch = max(1, len(cand.train) // bs)
+    params = sum(p.numel() for p in model.parameters())
+    emit("smoke", ok=True, est_step_s=round(est, 5), epochs=epochs, steps_per_epoch=steps_per_epoch,
+         batch_size=bs, input_size=cand.recipe.input_size, params=params, device=cand.device)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    ckpt = job.workdir / "checkpoint.pt"
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_accuracy": -1.0}
+    gen = torch.Generator().manual_seed(job.seed)
+    step, images, train_s = 0, 0, 0.0
+    deadline = t_start + job.time_budget_s
+    stopped_by_budget = False
+    last_progress = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t_epoch = time.perf_counter()
+        order = _epoch_indices(cand, cand.recipe.balanced_sampling, gen)
+        loss_sum, loss_n = 0.0, 0
+        for b in range(steps_per_epoch):
+            idx = order[b * bs:(b + 1) * bs]
+            x, y = cand.transform_train(idx)
+            if recipe.channels_last and cand.device.startswith("cuda"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            if recipe.lr_schedule is not None:
+                with owned_by("training", files):
+                    mult = float(recipe.lr_schedule(step))
+                for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+                    g["lr"] = lr * mult
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = cand.forward(x)
+            with owned_by("training", files):
+                loss = recipe.loss_fn(logits, y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch} step {b}: lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += float(loss.detach())
+            loss_n += 1
+            step += 1
+            images += x.shape[0]
+            now = time.perf_counter()
+            if now - last_progress >= job.progress_every_s:
+                emit("progress", epoch=epoch, epochs=epochs, step=b + 1, steps=steps_per_epoch,
+                     train_loss=round(loss_sum / loss_n, 4), elapsed_s=round(now - t_start, 1))
+                last_progress = now
+            if now > deadline:
+                stopped_by_budget = True
+                break
+        train_s += time.perf_counter() - t_epoch
+        eval_model = ema.module if ema is not None else model
+        probs, val_loss = evaluate(eval_model, val, cand.recipe, cand.device, cand.num_classes, use_amp)
+        assert val.y is not None
+        pred = probs.argmax(1)
+        acc = float((pred == val.y).float().mean()) if len(val) else 0.0
+        record = {
+            "epoch": epoch, "train_loss": round(loss_sum / max(loss_n, 1), 5), "val_loss": round(val_loss, 5),
+            "val_accuracy": round(acc, 5), "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t_epoch, 2),
+            "steps": loss_n,
+        }
+        history.append(record)
+        emit("epoch", epochs=epochs, **record)
+        if acc > best["val_accuracy"]:
+            best = {"val_accuracy": acc, "epoch": epoch, "val_loss": val_loss,
+                    "per_class": per_class_accuracy(pred, val.y, cand.num_classes)}
+            _save_checkpoint(eval_model, ckpt)
+        if stopped_by_budget:
+            emit("budget", message=f"time budget of {job.time_budget_s:.0f}s reached in epoch {epoch}")
+            break
+    metrics = {
+        "val_accuracy": best["val_accuracy"],
+        "best_epoch": best.get("epoch"),
+        "val_loss": best.get("val_loss"),
+        "per_class_val_accuracy": best.get("per_class"),
+        "epochs_run": len(history),
+        "epochs_planned": epochs,
+        "history": history,
+        "stopped_by_budget": stopped_by_budget,
+        "train_seconds": round(train_s, 2),
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+        "images_per_s": round(images / train_s, 1) if train_s > 0 else 0.0,
+        "est_step_s": est,
+        "params": params,
+        "input_size": cand.recipe.input_size,
+        "batch_size": bs,
+        "device": cand.device,
+        "classes": list(cand.meta.classes),
+        "checkpoint": str(ckpt) if ckpt.exists() else None,
+    }
+    if math.isnan(metrics["val_loss"] or 0.0):
+        metrics["val_loss"] = None
+    write_json_atomic(job.workdir / "metrics.json", metrics)
+    return metrics
+
+
+def predict(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: Any) -> dict[str, Any]:
+    """Predict the test split with a trained checkpoint; labels are never in this process."""
+    if job.checkpoint is None or not Path(job.checkpoint).is_file():
+        raise FileNotFoundError(f"predict mode needs a checkpoint; {job.checkpoint} does not exist")
+    cand = Candidate(job, modules, files, data)
+    state = torch.load(job.checkpoint, map_location=cand.device, weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+    with owned_by("model", files):
+        cand.model.load_state_dict(state)
+    test_x, _ = data.arrays("test")
+    test = Split.from_arrays(test_x, None)
+    probs, _ = evaluate(cand.model, test, cand.recipe, cand.device, cand.num_classes, False)
+    out = {"pred": probs.argmax(1).tolist(), "confidence": [round(float(p), 4) for p in probs.max(1).values]}
+    write_json_atomic(job.workdir / "predictions.json", out)
+    return {"num_predictions": len(out["pred"])}
+
+
+Runner = Callable[[HarnessJob, dict[str, ModuleType], dict[str, Path], Any], dict[str, Any]]

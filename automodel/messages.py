@@ -1,0 +1,127 @@
+"""The typed messages that pass between roles.
+
+Each is a pydantic model sent as ``StructuredMessage[T]``; the speaker policy
+(:mod:`automodel.team`) reads only the type of the last message.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from autogen_agentchat.messages import StructuredMessage
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ENGINEER_OF",
+    "AnalystFeedback",
+    "ComponentCode",
+    "ComponentName",
+    "EngineerRole",
+    "ExecutionError",
+    "HistoryEntry",
+    "RunReport",
+    "TechnicalDesign",
+    "message_types",
+]
+
+ComponentName = Literal["data", "model", "training"]
+EngineerRole = Literal["data_engineer", "model_engineer", "training_engineer"]
+ENGINEER_OF: dict[str, str] = {"data": "data_engineer", "model": "model_engineer", "training": "training_engineer"}
+"""Component -> the role that owns it."""
+
+
+class TechnicalDesign(BaseModel):
+    """The Architect's design and its first pipeline (zero-shot initialization)."""
+
+    summary: str
+    rationale: list[str] = Field(default_factory=list)
+    decisions: dict[str, str] = Field(default_factory=dict)
+    """Named choices (backbone, input size, augmentation, schedule, ...) and their values."""
+    components: dict[ComponentName, str]
+    """The source of ``data.py``, ``model.py`` and ``training.py``."""
+    author: str = ""
+    """Which backend wrote it (a model name or ``offline expert``)."""
+
+
+class ComponentCode(BaseModel):
+    """One engineer's component file, finalized or revised."""
+
+    component: ComponentName
+    code: str
+    change: str
+    """What changed and why, in one or two sentences."""
+    phase: Literal["init", "revision", "repair", "skip"] = "init"
+    """``init`` after the design, ``revision`` after feedback, ``repair`` after a crash,
+    ``skip`` when the engineer could not produce a valid change (the best is kept)."""
+    iteration: int = 0
+    author: str = ""
+
+
+class ExecutionError(BaseModel):
+    """A candidate failed; the attributed engineer gets it for repair."""
+
+    iteration: int
+    component: Literal["data", "model", "training", "harness"]
+    status: Literal["crashed", "timeout", "oom", "invalid"]
+    error_type: str
+    message: str
+    lines: list[str] = Field(default_factory=list)
+    traceback_tail: str = ""
+    repair_attempt: int = 1
+    max_repairs: int = 2
+
+
+class RunReport(BaseModel):
+    """What the Executor measured for one candidate."""
+
+    iteration: int
+    status: Literal["improved", "discarded", "crashed", "timeout", "invalid"]
+    target: str
+    """The role whose change this candidate tests (``architect`` for the first)."""
+    change: str
+    val_accuracy: float | None = None
+    best_val_accuracy: float | None = None
+    epochs: list[dict[str, float | int | None]] = Field(default_factory=list)
+    """Per-epoch train_loss, val_loss, val_accuracy, lr, seconds."""
+    per_class_val_accuracy: list[float | None] = Field(default_factory=list)
+    stopped_by_budget: bool = False
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    error: str = ""
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class HistoryEntry(BaseModel):
+    """The Summarizer's faithful, short account of one attempt."""
+
+    iteration: int
+    target: str
+    change: str
+    status: str
+    val_accuracy: float | None = None
+    best_val_accuracy: float | None = None
+    summary: str
+    """Methods, hyperparameters, outcome: a few lines any model's context can hold."""
+
+
+class AnalystFeedback(BaseModel):
+    """The Analyst's one targeted change for one engineer."""
+
+    target: EngineerRole
+    diagnosis: str
+    change: str
+    expected_effect: str
+    knobs: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    """Optional concrete settings (``{"MIXUP": 0.2}``) an engineer may apply directly."""
+
+
+def message_types() -> list[type[StructuredMessage[BaseModel]]]:
+    """The structured message types a team built from these roles must know."""
+    return [
+        StructuredMessage[TechnicalDesign],
+        StructuredMessage[ComponentCode],
+        StructuredMessage[ExecutionError],
+        StructuredMessage[RunReport],
+        StructuredMessage[HistoryEntry],
+        StructuredMessage[AnalystFeedback],
+    ]  # type: ignore[list-item]
