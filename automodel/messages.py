@@ -55,6 +55,8 @@ class ComponentCode(BaseModel):
     ``skip`` when the engineer could not produce a valid change (the best is kept)."""
     iteration: int = 0
     author: str = ""
+    knobs: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    """The settings this change applied (what the Analyst records as tried)."""
 
 
 class ExecutionError(BaseModel):

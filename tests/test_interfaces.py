@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from automodel.interfaces import REFERENCE_DIR, PretrainedInfo, validate_component, validate_components, ops
+from automodel.interfaces import REFERENCE_DIR, PretrainedInfo, ops, validate_component, validate_components
 
 
 def test_reference_recipe_is_valid():

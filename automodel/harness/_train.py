@@ -236,7 +236,7 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
     if recipe.channels_last and cand.device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay)
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
     ) if recipe.ema_decay else None
     epochs = min(recipe.epochs, job.max_epochs or recipe.epochs)
     bs = cand.recipe.batch_size

@@ -47,6 +47,8 @@ class Attempt(BaseModel):
     """For failures: the component the error was attributed to."""
     error: str = ""
     best_val_accuracy: float | None = None
+    knobs: dict[str, Any] = Field(default_factory=dict)
+    """The settings the change applied (for the Analyst's record of what was tried)."""
     time: float = Field(default_factory=time.time)
 
 
@@ -187,6 +189,26 @@ class RunStore:
     def read_component(self, component: str, *, best: bool = False) -> str:
         path = (self.best_dir if best else self.draft_dir) / COMPONENT_FILES[component]
         return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    # usage
+    def add_usage(self, role: str, backend: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count one model call of ``role`` in ``usage.json``."""
+        path = self.root / "usage.json"
+        usage = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        entry = usage.setdefault(role, {"backend": backend, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        entry["backend"] = backend
+        entry["calls"] += 1
+        entry["prompt_tokens"] += int(prompt_tokens)
+        entry["completion_tokens"] += int(completion_tokens)
+        write_json_atomic(path, usage)
+
+    def usage(self) -> dict[str, Any]:
+        path = self.root / "usage.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def add_summary(self, entry: dict[str, Any]) -> None:
+        """Append the Summarizer's account of one attempt to ``summaries.jsonl``."""
+        _fsync_append(self.root / "summaries.jsonl", json.dumps(entry, default=str))
 
     # team state
     def save_team_state(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,130 @@
+"""Model backends per role, from a YAML or JSON file in AutoGen's component format.
+
+```yaml
+default:                       # every role not named below (optional; offline expert otherwise)
+  provider: automodel.experts.OfflineExpertClient
+roles:
+  architect:
+    provider: OpenAIChatCompletionClient
+    config: {model: gpt-4o, api_key_env: OPENAI_API_KEY}
+  analyst:
+    provider: OpenAIChatCompletionClient
+    config:
+      model: qwen2.5
+      base_url: http://127.0.0.1:8000/v1
+      api_key_env: LOCAL_LLM_KEY       # optional; "none" is used when absent for local servers
+      model_info: {vision: false, function_calling: false, json_output: false, family: unknown, structured_output: false}
+fallback_to_expert: true       # a role whose backend keeps failing is played by the offline expert for that turn
+max_retries: 2
+```
+
+Keys come from environment variables named by ``api_key_env``; a literal ``api_key`` in
+the file is refused, so no secret is ever written into a run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from autogen_core.models import ChatCompletionClient
+from pydantic import BaseModel, Field
+
+from automodel.roles import ROLE_CLASSES
+
+__all__ = ["BackendConfig", "ConfigError", "load_backend_config", "make_clients"]
+
+SECRET_KEYS = {"api_key", "azure_ad_token", "token", "password", "secret"}
+
+
+class ConfigError(ValueError):
+    """The backend configuration file is wrong; the message says where and what to do."""
+
+
+class BackendConfig(BaseModel):
+    """The parsed configuration (secrets never included)."""
+
+    default: dict[str, Any] | None = None
+    roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fallback_to_expert: bool = True
+    max_retries: int = 2
+
+    def describe(self) -> dict[str, str]:
+        """Role -> provider/model, for run.json and the report."""
+        out = {}
+        for role in ROLE_CLASSES:
+            spec = self.roles.get(role) or self.default
+            if spec is None:
+                out[role] = "offline expert"
+            else:
+                model = spec.get("config", {}).get("model")
+                out[role] = f"{spec.get('provider')}" + (f" ({model})" if model else "")
+        return out
+
+
+def load_backend_config(path: str | Path | None) -> BackendConfig:
+    """Read a backend config file; ``None`` means the offline expert for every role."""
+    if path is None:
+        return BackendConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot parse ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'default' and/or 'roles'")
+    unknown = set(data.get("roles", {}) or {}) - set(ROLE_CLASSES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown role(s) {sorted(unknown)}; valid roles: {list(ROLE_CLASSES)}")
+    for where, spec in [("default", data.get("default")), *((f"roles.{k}", v) for k, v in (data.get("roles") or {}).items())]:
+        if spec is None:
+            continue
+        if not isinstance(spec, dict) or "provider" not in spec:
+            raise ConfigError(f"{path}: {where} needs a 'provider' (e.g. OpenAIChatCompletionClient) and a 'config'")
+        found = SECRET_KEYS & set(spec.get("config") or {})
+        if found:
+            raise ConfigError(
+                f"{path}: {where}.config has {sorted(found)}; put the key in an environment variable and name it "
+                "with api_key_env instead, so it is never written to disk"
+            )
+    return BackendConfig(default=data.get("default"), roles=data.get("roles") or {},
+                         fallback_to_expert=bool(data.get("fallback_to_expert", True)),
+                         max_retries=int(data.get("max_retries", 2)))
+
+
+def _client(spec: dict[str, Any], where: str) -> ChatCompletionClient:
+    spec = copy.deepcopy(spec)
+    config = dict(spec.get("config") or {})
+    key_env = config.pop("api_key_env", None)
+    if key_env:
+        key = os.environ.get(key_env)
+        if key is None and not config.get("base_url"):
+            raise ConfigError(f"{where}: environment variable {key_env} is not set; export it with the API key")
+        config["api_key"] = key or "none"
+    elif config.get("base_url") and "OpenAI" in str(spec.get("provider")):
+        config["api_key"] = os.environ.get("OPENAI_API_KEY", "none")  # local servers take any key
+    spec["config"] = config
+    try:
+        return ChatCompletionClient.load_component(spec)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{where}: provider {spec.get('provider')} needs a package that is not installed ({exc.name}); "
+                          f"pip install 'autogen-ext[{exc.name}]'") from exc
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot create the model client: {type(exc).__name__}: {exc}") from exc
+
+
+def make_clients(config: BackendConfig) -> dict[str, ChatCompletionClient]:
+    """A client for every role the config names (the offline expert plays the others)."""
+    clients = {}
+    for role in ROLE_CLASSES:
+        spec = config.roles.get(role) or config.default
+        if spec is not None:
+            clients[role] = _client(spec, f"roles.{role}" if role in config.roles else "default")
+    return clients

@@ -1,0 +1,83 @@
+"""What the three engineers share: check, revise or repair one component file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from autogen_agentchat.messages import BaseChatMessage
+from autogen_core import CancellationToken
+
+from automodel.experts import get_knobs
+from automodel.interfaces import validate_component
+from automodel.messages import AnalystFeedback, ComponentCode, ExecutionError, TechnicalDesign
+from automodel.roles._base import RoleAgent, last_of
+from automodel.roles._parse import component_code
+
+__all__ = ["EngineerAgent"]
+
+
+def _parse_reply(component: str):  # noqa: ANN202
+    def parse(text: str) -> tuple[str, str, bool]:
+        if text.strip().upper().startswith("SKIP:"):
+            return "", text.strip()[5:].strip(), True
+        code = component_code(text, component)
+        change = ""
+        for line in text.splitlines():
+            if line.strip().upper().startswith("CHANGE:"):
+                change = line.split(":", 1)[1].strip()
+        return code, change or "updated the file", False
+
+    return parse
+
+
+class EngineerAgent(RoleAgent):
+    """Owns one component file and its interface."""
+
+    component: ClassVar[str] = ""
+    output_types = (ComponentCode,)
+
+    async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> ComponentCode:
+        trigger = last_of(messages, TechnicalDesign, AnalystFeedback, ExecutionError)
+        store = self.ctx.store
+        if isinstance(trigger, ExecutionError):
+            phase = "repair"
+            current = store.read_component(self.component)
+            extra: dict[str, Any] = {"error": trigger.model_dump()}
+        elif isinstance(trigger, AnalystFeedback):
+            phase = "revision"
+            store.reset_draft()
+            current = store.read_component(self.component)
+            extra = {"feedback": trigger.model_dump()}
+        else:
+            phase = "init"
+            current = store.read_component(self.component)
+            extra = {}
+        iteration = store.next_iteration()
+        context = {
+            "component": self.component,
+            "phase": phase,
+            "current_code": current,
+            "environment": self.ctx.environment(),
+            "profile": self.ctx.profile,
+            "description": self.ctx.description,
+            **extra,
+        }
+        result, author = await self.ask(context, _parse_reply(self.component), cancellation_token,
+                                        prompt_vars={"component": self.component})
+        knobs = dict(trigger.knobs) if isinstance(trigger, AnalystFeedback) else {}
+        if result is None or result[2]:
+            reason = result[1] if result else "no valid code from the backend"
+            if phase == "init" and not validate_component(self.component, current):
+                return ComponentCode(component=self.component, code=current, phase="init", iteration=iteration,  # type: ignore[arg-type]
+                                     change=f"kept the Architect's file ({reason})", author=author or "unchanged")
+            return ComponentCode(component=self.component, code=current, change=reason, phase="skip",  # type: ignore[arg-type]
+                                 iteration=iteration, author=author, knobs=knobs)
+        code, change, _ = result
+        store.write_component(self.component, code)
+        if phase == "revision" and not knobs:
+            before, after = get_knobs(current), get_knobs(code)
+            knobs = {k: v for k, v in after.items() if before.get(k) != v}
+        return ComponentCode(component=self.component, code=code, change=change, phase=phase,  # type: ignore[arg-type]
+                             iteration=iteration, author=author, knobs=knobs)
+

@@ -1,0 +1,219 @@
+"""The team: seven roles in one ``SelectorGroupChat`` with a deterministic speaker policy.
+
+Embed it in any AutoGen application::
+
+    team = build_team("runs/mine")          # after automodel.run.prepare_run(...)
+    await Console(team.run_stream(task="Build the best classifier."))
+
+or make it a participant of an outer team (agentchat nested teams); pass
+``custom_message_types=automodel.messages.message_types()`` to the outer team.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from autogen_agentchat.base import TerminatedException, TerminationCondition
+from autogen_agentchat.conditions import ExternalTermination, MaxMessageTermination
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage, StructuredMessage
+from autogen_agentchat.teams import SelectorGroupChat
+from autogen_core import Component
+from autogen_core.models import ChatCompletionClient
+from pydantic import BaseModel
+
+from automodel.experts import OfflineExpertClient
+from automodel.messages import (
+    ENGINEER_OF,
+    AnalystFeedback,
+    ComponentCode,
+    ExecutionError,
+    HistoryEntry,
+    RunReport,
+    TechnicalDesign,
+)
+from automodel.roles import ROLE_CLASSES, RoleAgent, open_context
+
+__all__ = ["AttemptBoundary", "BudgetTermination", "ROLE_ORDER", "build_team", "select_next_speaker"]
+
+ROLE_ORDER = list(ROLE_CLASSES)
+_INIT_NEXT = {"data": "model_engineer", "model": "training_engineer", "training": "executor"}
+
+
+def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:
+    """Who speaks next, from the type of the last message alone.
+
+    task -> Architect -> Data -> Model -> Training Engineer -> Executor -> Summarizer -> Analyst
+    -> targeted Engineer -> Executor -> ...; an execution error goes to the engineer of the
+    component it is attributed to; a skipped change goes back to the Analyst.
+    """
+    last = next((m for m in reversed(thread) if isinstance(m, BaseChatMessage)), None)
+    if last is None or not isinstance(last, StructuredMessage):
+        # The task (or any plain text): the Architect starts; a resumed run goes to the Analyst.
+        text = last.to_text() if last is not None else ""
+        return "analyst" if text.startswith("Resume") else "architect"
+    content = last.content
+    if isinstance(content, TechnicalDesign):
+        return "data_engineer"
+    if isinstance(content, ComponentCode):
+        if content.phase == "init":
+            return _INIT_NEXT[content.component]
+        return "analyst" if content.phase == "skip" else "executor"
+    if isinstance(content, ExecutionError):
+        return ENGINEER_OF.get(content.component, "training_engineer")
+    if isinstance(content, RunReport):
+        return "summarizer"
+    if isinstance(content, HistoryEntry):
+        return "analyst"
+    if isinstance(content, AnalystFeedback):
+        return content.target
+    return None
+
+
+class _RunDirConfig(BaseModel):
+    run_dir: str
+
+
+class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
+    """Stops the team when the run's budget (``run.json``) is spent or its target reached.
+
+    Checks attempts (iterations), wall-clock seconds over all sessions, and the target
+    validation accuracy. Iteration and target stops happen at an attempt boundary, after
+    the Summarizer has recorded the last attempt; a spent time budget stops at once.
+    """
+
+    component_config_schema = _RunDirConfig
+    component_provider_override = "automodel.team.BudgetTermination"
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = str(run_dir)
+        self._terminated = False
+
+    @property
+    def terminated(self) -> bool:
+        return self._terminated
+
+    async def __call__(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> StopMessage | None:
+        if self._terminated:
+            raise TerminatedException("the budget is already spent")
+        ctx = open_context(self.run_dir)
+        budget = ctx.budget
+        reason = None
+        if ctx.remaining_s() < float(budget.get("min_candidate_s", 10.0)) + float(budget.get("candidate_overhead_s", 25.0)):
+            reason = f"time budget of {budget.get('time_budget_s')}s spent"
+        boundary = any(isinstance(m, StructuredMessage) and isinstance(m.content, HistoryEntry) for m in messages)
+        if boundary and reason is None:
+            attempts = len(ctx.store.history())
+            best = ctx.store.best_val_accuracy()
+            if attempts >= int(budget.get("max_attempts", 7)):
+                reason = f"{attempts} attempts made (budget {budget.get('max_attempts')})"
+            elif budget.get("target") is not None and best is not None and best >= float(budget["target"]):
+                reason = f"target validation accuracy {budget['target']} reached ({best:.4f})"
+        if reason is None:
+            return None
+        self._terminated = True
+        return StopMessage(content=f"budget: {reason}", source="BudgetTermination")
+
+    async def reset(self) -> None:
+        self._terminated = False
+
+    def _to_config(self) -> _RunDirConfig:
+        return _RunDirConfig(run_dir=self.run_dir)
+
+    @classmethod
+    def _from_config(cls, config: _RunDirConfig) -> BudgetTermination:
+        return cls(config.run_dir)
+
+
+class _EmptyConfig(BaseModel):
+    pass
+
+
+class AttemptBoundary(TerminationCondition, Component[_EmptyConfig]):
+    """Pauses the team after each recorded attempt, so its state can be saved consistently."""
+
+    component_config_schema = _EmptyConfig
+    component_provider_override = "automodel.team.AttemptBoundary"
+
+    def __init__(self) -> None:
+        self._terminated = False
+
+    @property
+    def terminated(self) -> bool:
+        return self._terminated
+
+    async def __call__(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> StopMessage | None:
+        if self._terminated:
+            raise TerminatedException("already paused")
+        if any(isinstance(m, StructuredMessage) and isinstance(m.content, HistoryEntry) for m in messages):
+            self._terminated = True
+            return StopMessage(content="attempt recorded", source="AttemptBoundary")
+        return None
+
+    async def reset(self) -> None:
+        self._terminated = False
+
+    def _to_config(self) -> _EmptyConfig:
+        return _EmptyConfig()
+
+    @classmethod
+    def _from_config(cls, config: _EmptyConfig) -> AttemptBoundary:
+        return cls()
+
+
+def build_team(
+    run_dir: str | Path,
+    clients: Mapping[str, ChatCompletionClient] | None = None,
+    *,
+    external: ExternalTermination | None = None,
+    pause_after_each_attempt: bool = False,
+    max_messages: int = 2000,
+    fallback_to_expert: bool = True,
+    max_retries: int = 2,
+    name: str = "automodel_team",
+) -> SelectorGroupChat:
+    """The AutoModel team for the run prepared in ``run_dir``.
+
+    Args:
+        run_dir: a run directory created by :func:`automodel.run.prepare_run`.
+        clients: a model backend per role name (see ``ROLE_ORDER``); roles not named get
+            the offline expert.
+        external: an ``ExternalTermination`` to stop the team cleanly (Ctrl-C).
+        pause_after_each_attempt: stop after each recorded attempt (the CLI saves the team
+            state there and continues with ``run()``).
+        max_messages: a safety cap on messages.
+        fallback_to_expert: let the offline expert play a role for a turn when its backend
+            fails ``max_retries + 1`` times.
+    """
+    clients = dict(clients or {})
+    unknown = set(clients) - set(ROLE_ORDER)
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}; the roles are {ROLE_ORDER}")
+    agents: list[RoleAgent] = [
+        ROLE_CLASSES[role](role, clients.get(role), run_dir=run_dir, max_retries=max_retries,
+                           fallback_to_expert=fallback_to_expert)
+        for role in ROLE_ORDER
+    ]
+    termination: TerminationCondition = BudgetTermination(run_dir) | MaxMessageTermination(max_messages)
+    if external is not None:
+        termination = termination | external
+    if pause_after_each_attempt:
+        termination = termination | AttemptBoundary()
+    return SelectorGroupChat(
+        agents,  # type: ignore[arg-type]
+        model_client=OfflineExpertClient(),  # never asked: the selector function always answers
+        name=name,
+        description="AutoModel: a team that builds, trains and improves an image classifier.",
+        termination_condition=termination,
+        selector_func=select_next_speaker,
+        allow_repeated_speaker=True,
+    )
+
+
+def task_text(run: Mapping[str, Any], *, resume: bool = False) -> str:
+    """The task message that starts (or resumes) the team."""
+    if resume:
+        return "Resume: continue improving from the best candidate recorded in the run directory."
+    desc = run.get("description") or "no description given"
+    return f"Build the best image classifier for this dataset within the budget. Description: {desc}"
