@@ -67,7 +67,7 @@ def write_report(store: RunStore) -> Path:
         curve = [e["val_accuracy"] for e in metrics.get("history", [])]
         lines += ["", "## Best candidate", "",
                   f"Validation accuracy per epoch: `{_spark(curve)}` {', '.join(f'{v:.3f}' for v in curve)}", ""]
-        for component, name in COMPONENT_FILES.items():
+        for _component, name in COMPONENT_FILES.items():
             knobs = get_knobs((store.best_dir / name).read_text())
             if knobs:
                 lines.append(f"- `{name}`: " + ", ".join(f"{k}={v!r}" for k, v in knobs.items()))

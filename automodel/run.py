@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import signal
@@ -192,10 +193,8 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
         console.print("[yellow]stopping after the current step (Ctrl-C again to abort)...[/]")
         external.set()
 
-    try:
+    with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError):
-        pass
     show = _MessagePrinter(console)
     stop_reason = ""
     try:
@@ -213,10 +212,8 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
                 continue
             break
     finally:
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
-        except (NotImplementedError, RuntimeError):
-            pass
         ctx.on_event.remove(printer)
     console.print(f"[bold]team stopped[/]: {stop_reason or 'interrupted'}")
     final = await asyncio.to_thread(finalize, store, console=console)
