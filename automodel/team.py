@@ -35,7 +35,7 @@ from automodel.messages import (
 )
 from automodel.roles import ROLE_CLASSES, RoleAgent, open_context
 
-__all__ = ["AttemptBoundary", "BudgetTermination", "ROLE_ORDER", "build_team", "select_next_speaker"]
+__all__ = ["AttemptBoundary", "AutoModelTeam", "BudgetTermination", "ROLE_ORDER", "build_team", "select_next_speaker"]
 
 ROLE_ORDER = list(ROLE_CLASSES)
 _INIT_NEXT = {"data": "model_engineer", "model": "training_engineer", "training": "executor"}
@@ -162,6 +162,21 @@ class AttemptBoundary(TerminationCondition, Component[_EmptyConfig]):
         return cls()
 
 
+class AutoModelTeam(SelectorGroupChat):
+    """A ``SelectorGroupChat`` whose speaker policy is always :func:`select_next_speaker`.
+
+    AutoGen does not serialize selector functions; this class restores the policy when a
+    dumped team is loaded back (``Team.load_component(team.dump_component())``).
+    """
+
+    component_provider_override = "automodel.team.AutoModelTeam"
+
+    def __init__(self, participants: list[Any], model_client: ChatCompletionClient, **kwargs: Any):
+        kwargs["selector_func"] = select_next_speaker
+        kwargs["allow_repeated_speaker"] = True
+        super().__init__(participants, model_client, **kwargs)
+
+
 def build_team(
     run_dir: str | Path,
     clients: Mapping[str, ChatCompletionClient] | None = None,
@@ -172,7 +187,7 @@ def build_team(
     fallback_to_expert: bool = True,
     max_retries: int = 2,
     name: str = "automodel_team",
-) -> SelectorGroupChat:
+) -> AutoModelTeam:
     """The AutoModel team for the run prepared in ``run_dir``.
 
     Args:
@@ -200,14 +215,12 @@ def build_team(
         termination = termination | external
     if pause_after_each_attempt:
         termination = termination | AttemptBoundary()
-    return SelectorGroupChat(
-        agents,  # type: ignore[arg-type]
-        model_client=OfflineExpertClient(),  # never asked: the selector function always answers
+    return AutoModelTeam(
+        list(agents),
+        OfflineExpertClient(),  # never asked: the selector function always answers
         name=name,
         description="AutoModel: a team that builds, trains and improves an image classifier.",
         termination_condition=termination,
-        selector_func=select_next_speaker,
-        allow_repeated_speaker=True,
     )
 
 

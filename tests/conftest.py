@@ -11,6 +11,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Built-in datasets are written into a fresh cache, not the user's ~/.cache/automodel."""
+    os.environ["AUTOMODEL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def digits_workspace(tmp_path_factory: pytest.TempPathFactory):
     """The digits demo written in the Kaggle layout and prepared into a run directory."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class CandidateRunner:
             description=self.description,
             max_epochs=self.max_epochs,
             threads=self.threads,
+            parent_pid=os.getpid(),
             **kw,
         )
 

@@ -29,7 +29,7 @@ class HarnessJob(BaseModel):
     seed: int = 0
     threads: int = 0
     """CPU threads for torch; 0 = all cores."""
-    smoke_steps: int = Field(2, ge=1)
+    smoke_steps: int = Field(3, ge=1)
     max_epochs: int | None = None
     """Hard cap on epochs regardless of the training component (for fast tests)."""
     checkpoint: Path | None = None
@@ -40,6 +40,8 @@ class HarnessJob(BaseModel):
     """Files and folders component code may not open (test labels, raw dataset)."""
     description: str = ""
     progress_every_s: float = 5.0
+    parent_pid: int | None = None
+    """The harness stops when this process dies (its team was killed): nothing is left running."""
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, self.model_dump(mode="json"))

@@ -197,6 +197,7 @@ class Candidate:
             time_budget_s=self.job.time_budget_s,
             est_step_s=est_step_s,
             class_counts=self.class_counts,
+            max_epochs=self.job.max_epochs,
         )
         with owned_by("training", self.files):
             recipe = self.modules["training"].build_training(tspec, self.model)
@@ -286,6 +287,8 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
             step += 1
             images += x.shape[0]
             now = time.perf_counter()
+            if job.parent_pid is not None and os.getppid() != job.parent_pid:
+                raise SystemExit("the process that started this candidate is gone; stopping")
             if now - last_progress >= job.progress_every_s:
                 emit("progress", epoch=epoch, epochs=epochs, step=b + 1, steps=steps_per_epoch,
                      train_loss=round(loss_sum / loss_n, 4), elapsed_s=round(now - t_start, 1))

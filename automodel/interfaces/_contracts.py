@@ -125,6 +125,8 @@ class TrainSpec:
     est_step_s: float = 0.0
     """Seconds per training step measured during the smoke test (0 if unknown)."""
     class_counts: tuple[int, ...] = ()
+    max_epochs: int | None = None
+    """The harness stops after this many epochs (a run-level cap); size the schedule to it."""
 
 
 @dataclass

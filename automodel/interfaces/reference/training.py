@@ -21,13 +21,14 @@ LAYER_DECAY = 0.0  # e.g. 0.7 for pretrained fine-tuning; 0 disables
 
 
 def budget_epochs(spec: TrainSpec) -> int:
+    cap = min(MAX_EPOCHS, spec.max_epochs or MAX_EPOCHS)
     if EPOCHS:
-        return EPOCHS
+        return min(EPOCHS, cap)
     if spec.est_step_s <= 0:
-        return 10
+        return min(10, cap)
     # Leave a fifth of the budget for evaluation and the per-epoch overhead.
     fit = int(0.8 * spec.time_budget_s / (spec.est_step_s * spec.steps_per_epoch))
-    return max(1, min(MAX_EPOCHS, fit))
+    return max(1, min(cap, fit))
 
 
 def build_training(spec: TrainSpec, model: torch.nn.Module) -> TrainRecipe:
@@ -42,7 +43,9 @@ def build_training(spec: TrainSpec, model: torch.nn.Module) -> TrainRecipe:
     elif SCHEDULE == "constant":
         schedule = None
     else:
-        schedule = ops.warmup_cosine(total, warmup_steps=int(WARMUP_EPOCHS * spec.steps_per_epoch))
+        # Warm up for WARMUP_EPOCHS, but never more than a tenth of a short run.
+        warmup = min(int(WARMUP_EPOCHS * spec.steps_per_epoch), total // 10)
+        schedule = ops.warmup_cosine(total, warmup_steps=warmup)
     if CLASS_WEIGHTED_LOSS:
         loss = ops.class_weighted_cross_entropy(spec.class_counts, LABEL_SMOOTHING)
     else:
