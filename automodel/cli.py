@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--candidate-budget", type=float, default=None,
                      help="training seconds per candidate (default: a share of the time budget)")
     run.add_argument("--target", type=float, default=None, help="stop once validation accuracy reaches this")
+    run.add_argument("--token-budget", type=int, default=None, help="stop after the LLM backends used this many tokens")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
@@ -138,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget,
         candidate_budget_s=args.candidate_budget,
         target=args.target,
+        token_budget=args.token_budget,
         device=args.device,
         seed=args.seed,
         val_fraction=args.val_fraction,

@@ -126,4 +126,4 @@ def message_types() -> list[type[StructuredMessage[BaseModel]]]:
         StructuredMessage[RunReport],
         StructuredMessage[HistoryEntry],
         StructuredMessage[AnalystFeedback],
-    ]  # type: ignore[list-item]
+    ]

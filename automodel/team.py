@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autogen_agentchat.base import TerminatedException, TerminationCondition
-from autogen_agentchat.conditions import ExternalTermination, MaxMessageTermination
+from autogen_agentchat.conditions import ExternalTermination, MaxMessageTermination, TokenUsageTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage, StructuredMessage
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import Component
@@ -186,6 +186,7 @@ def build_team(
     max_messages: int = 2000,
     fallback_to_expert: bool = True,
     max_retries: int = 2,
+    token_budget: int | None = None,
     name: str = "automodel_team",
 ) -> AutoModelTeam:
     """The AutoModel team for the run prepared in ``run_dir``.
@@ -200,6 +201,8 @@ def build_team(
         max_messages: a safety cap on messages.
         fallback_to_expert: let the offline expert play a role for a turn when its backend
             fails ``max_retries + 1`` times.
+        token_budget: stop once the LLM backends have used this many tokens in total
+            (prompt + completion, over this session; the offline expert uses none).
     """
     clients = dict(clients or {})
     unknown = set(clients) - set(ROLE_ORDER)
@@ -211,6 +214,8 @@ def build_team(
         for role in ROLE_ORDER
     ]
     termination: TerminationCondition = BudgetTermination(run_dir) | MaxMessageTermination(max_messages)
+    if token_budget is not None:
+        termination = termination | TokenUsageTermination(max_total_token=token_budget)
     if external is not None:
         termination = termination | external
     if pause_after_each_attempt:

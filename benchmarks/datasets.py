@@ -64,7 +64,8 @@ def _stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    data = gzip.open(path, "rb").read()
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
     ndim = data[3]
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)

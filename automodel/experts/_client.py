@@ -129,8 +129,8 @@ class OfflineExpertClient(ChatCompletionClient, Component[OfflineExpertConfig]):
         return 1_000_000 - self.count_tokens(messages)
 
     @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
-        return self._info  # type: ignore[return-value]
+    def capabilities(self) -> ModelCapabilities:
+        return self._info
 
     @property
     def model_info(self) -> ModelInfo:

@@ -202,8 +202,9 @@ def param_groups(
     """Parameter groups: no weight decay on norms and biases; optional higher lr for the head
     and layer-wise lr decay (earlier blocks learn slower) for fine-tuning pretrained nets."""
     head_ids: set[int] = set()
-    if hasattr(model, "get_classifier"):
-        head_ids = {id(p) for p in model.get_classifier().parameters()}
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head_ids = {id(p) for p in get_classifier().parameters()}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     depth = len(named)
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}

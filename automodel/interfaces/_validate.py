@@ -115,26 +115,26 @@ def validate_component(component: str, source: str) -> list[ComponentIssue]:
     elif version != INTERFACE_VERSION:
         add(1, f"INTERFACE_VERSION is {version!r}, this harness implements {INTERFACE_VERSION}")
 
-    for node in ast.walk(tree):
+    for item in ast.walk(tree):
         names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
+        if isinstance(item, ast.Import):
+            names = [a.name for a in item.names]
+        elif isinstance(item, ast.ImportFrom) and item.level == 0 and item.module:
+            names = [item.module]
         for name in names:
             top = name.split(".")[0]
             if top in FORBIDDEN_MODULES:
-                add(node.lineno, f"import of `{name}` is not allowed ({FORBIDDEN_MODULES[top]})")
+                add(getattr(item, "lineno", 0), f"import of `{name}` is not allowed ({FORBIDDEN_MODULES[top]})")
             elif not _module_available(name):
-                add(node.lineno, f"module `{name}` is not installed; use torch, torchvision, timm, numpy or automodel.interfaces")
-        if isinstance(node, ast.Call):
-            called = _dotted(node.func)
+                add(getattr(item, "lineno", 0), f"module `{name}` is not installed; use torch, torchvision, timm, numpy or automodel.interfaces")
+        if isinstance(item, ast.Call):
+            called = _dotted(item.func)
             if called in FORBIDDEN_CALLS:
-                add(node.lineno, f"call to `{called}` is not allowed ({FORBIDDEN_CALLS[called]})")
-            if called == "open" and node.args and isinstance(node.args[0], ast.Constant):
-                target = node.args[0].value
+                add(getattr(item, "lineno", 0), f"call to `{called}` is not allowed ({FORBIDDEN_CALLS[called]})")
+            if called == "open" and item.args and isinstance(item.args[0], ast.Constant):
+                target = item.args[0].value
                 if isinstance(target, str) and (target.startswith("/") or ".." in Path(target).parts):
-                    add(node.lineno, f"component code may not open {target!r}; it gets its data from the spec")
+                    add(getattr(item, "lineno", 0), f"component code may not open {target!r}; it gets its data from the spec")
     return issues
 
 

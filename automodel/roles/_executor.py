@@ -15,7 +15,7 @@ from automodel.executors import ExecutionResult
 from automodel.interfaces import COMPONENT_FILES, REFERENCE_DIR, validate_components
 from automodel.messages import ENGINEER_OF, ComponentCode, ExecutionError, RunReport, TechnicalDesign
 from automodel.roles._base import RoleAgent, last_of
-from automodel.store import Attempt
+from automodel.store import Attempt, AttemptStatus
 
 __all__ = ["ExecutorAgent"]
 
@@ -57,7 +57,7 @@ class ExecutorAgent(RoleAgent):
             self._change = code.change
             self._knobs, self._repairs = dict(code.knobs), 0
 
-    async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> RunReport | ExecutionError:  # type: ignore[override]
+    async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> RunReport | ExecutionError:
         ctx = self.ctx
         store = ctx.store
         self._begin(last_of(messages, ComponentCode), last_of(messages, TechnicalDesign))  # type: ignore[arg-type]
@@ -77,7 +77,8 @@ class ExecutorAgent(RoleAgent):
         result: ExecutionResult | None = None
         if issues:
             status, seconds, component = "invalid", 0.0, issues[0].component
-            error_type, message, lines = "InterfaceError", "; ".join(str(i) for i in issues[:5]), []
+            error_type, message = "InterfaceError", "; ".join(str(i) for i in issues[:5])
+            lines: list[str] = []
         else:
             budget = ctx.candidate_budget_s()
             ctx.emit({"event": "candidate", "iteration": iteration, "target": self._target, "change": self._change,
@@ -104,7 +105,7 @@ class ExecutorAgent(RoleAgent):
                 store.promote(iteration)
             else:
                 store.drop_checkpoint(iteration)
-            final_status = "improved" if improved else "discarded"
+            final_status: AttemptStatus = "improved" if improved else "discarded"
             best_after = val if improved else best_before
             store.record(Attempt(iteration=iteration, target=self._target, change=self._change, status=final_status,
                                  val_accuracy=val, seconds=round(seconds, 1), best_val_accuracy=best_after,
@@ -112,7 +113,7 @@ class ExecutorAgent(RoleAgent):
             store.reset_draft()
             ctx.run = store.update_run(elapsed_before_s=ctx.run.get("elapsed_before_s", 0.0))
             return RunReport(
-                iteration=iteration, status=final_status, target=self._target, change=self._change,  # type: ignore[arg-type]
+                iteration=iteration, status=final_status, target=self._target, change=self._change,
                 val_accuracy=val, best_val_accuracy=best_after,
                 epochs=[{k: e.get(k) for k in ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds")}
                         for e in metrics.get("history", [])],

@@ -67,9 +67,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
     local = spec.pretrained.local.get(arch)
     if PRETRAINED and not use_hub and local and spec.in_chans == 3:
         load_local_weights(model, local)
-    model.am_pretrained = use_hub or bool(PRETRAINED and local and spec.in_chans == 3)
+    vars(model)["am_pretrained"] = use_hub or bool(PRETRAINED and local and spec.in_chans == 3)
     if arch.startswith("resnet") and spec.input_size <= 64:
         # A full-resolution stem keeps small images from vanishing after the first block.
-        model.conv1 = nn.Conv2d(spec.in_chans, model.conv1.out_channels, 3, 1, 1, bias=False)
+        stem_width = int(getattr(model.conv1, "out_channels", 64))
+        model.conv1 = nn.Conv2d(spec.in_chans, stem_width, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
     return model
