@@ -177,8 +177,7 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
     backends = load_backend_config(Path(run["config_file"]) if run.get("config_file") else None)
     external = ExternalTermination()
     team = build_team(store.root, make_clients(backends), external=external, pause_after_each_attempt=True,
-                      fallback_to_expert=backends.fallback_to_expert, max_retries=backends.max_retries,
-                      token_budget=_tokens_left(store, run["budget"].get("token_budget")))
+                      fallback_to_expert=backends.fallback_to_expert, max_retries=backends.max_retries)
     task: str | None = task_text(run)
     saved = store.load_team_state()
     if opts.resume and saved:
@@ -225,14 +224,6 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
     write_report(store)
     console.print(f"report: {store.root / 'report.md'}")
     return final
-
-
-def _tokens_left(store: RunStore, budget: int | None) -> int | None:
-    """The token budget less what earlier sessions of this run used."""
-    if budget is None:
-        return None
-    used = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in store.usage().values())
-    return max(int(budget) - int(used), 1)
 
 
 async def _save(store: RunStore, team: Any, ctx: Any) -> None:

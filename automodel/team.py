@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autogen_agentchat.base import TerminatedException, TerminationCondition
-from autogen_agentchat.conditions import ExternalTermination, MaxMessageTermination, TokenUsageTermination
+from autogen_agentchat.conditions import ExternalTermination, MaxMessageTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage, StructuredMessage
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import Component
@@ -78,8 +78,8 @@ class _RunDirConfig(BaseModel):
 class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
     """Stops the team when the run's budget (``run.json``) is spent or its target reached.
 
-    Checks attempts (iterations), wall-clock seconds over all sessions, and the target
-    validation accuracy. Iteration and target stops happen at an attempt boundary, after
+    Checks attempts (iterations), wall-clock seconds and LLM tokens over all sessions
+    (``usage.json``), and the target validation accuracy. Iteration and target stops happen at an attempt boundary, after
     the Summarizer has recorded the last attempt; a spent time budget stops at once.
     """
 
@@ -102,6 +102,11 @@ class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
         reason = None
         if ctx.remaining_s() < float(budget.get("min_candidate_s", 10.0)) + float(budget.get("candidate_overhead_s", 25.0)):
             reason = f"time budget of {budget.get('time_budget_s')}s spent"
+        tokens = budget.get("token_budget")
+        if reason is None and tokens is not None:
+            used = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in ctx.store.usage().values())
+            if used >= int(tokens):
+                reason = f"token budget of {tokens} spent ({used} tokens used)"
         boundary = any(isinstance(m, StructuredMessage) and isinstance(m.content, HistoryEntry) for m in messages)
         if boundary and reason is None:
             attempts = len(ctx.store.history())
@@ -186,7 +191,6 @@ def build_team(
     max_messages: int = 2000,
     fallback_to_expert: bool = True,
     max_retries: int = 2,
-    token_budget: int | None = None,
     name: str = "automodel_team",
 ) -> AutoModelTeam:
     """The AutoModel team for the run prepared in ``run_dir``.
@@ -201,8 +205,6 @@ def build_team(
         max_messages: a safety cap on messages.
         fallback_to_expert: let the offline expert play a role for a turn when its backend
             fails ``max_retries + 1`` times.
-        token_budget: stop once the LLM backends have used this many tokens in total
-            (prompt + completion, over this session; the offline expert uses none).
     """
     clients = dict(clients or {})
     unknown = set(clients) - set(ROLE_ORDER)
@@ -214,8 +216,6 @@ def build_team(
         for role in ROLE_ORDER
     ]
     termination: TerminationCondition = BudgetTermination(run_dir) | MaxMessageTermination(max_messages)
-    if token_budget is not None:
-        termination = termination | TokenUsageTermination(max_total_token=token_budget)
     if external is not None:
         termination = termination | external
     if pause_after_each_attempt:
