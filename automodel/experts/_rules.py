@@ -7,6 +7,7 @@ the time budget and the device, and reach for pretrained weights first.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -184,7 +185,8 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
         propose("data_engineer", {"INPUT_SIZE": max(int(d.get("INPUT_SIZE") or 32) // 2, 16)},
                 "The last candidate ran out of time or memory.", "halve the input size", "fits the budget again")
     chance = 1.5 / max(num_classes, 2)
-    if va and (max(va) <= chance or (len(tl) >= 2 and tl[-1] > tl[0] * 1.05)):
+    diverged = any(math.isnan(v) or v > 50 for v in tl) or "FloatingPointError" in str(last.get("error", ""))
+    if diverged or (len(va) >= 3 and (max(va) <= chance or tl[-1] > tl[0] * 1.05)):
         propose("training_engineer", {"LR": lr * 0.3}, "Training diverges or stays at chance: loss does not fall.",
                 f"lower the learning rate from {lr:g} to {lr * 0.3:g}", "stable descent of the training loss")
     budget_bound = bool(report.get("stopped_by_budget")) or (len(va) >= 2 and va[-1] >= max(va) - 1e-9)

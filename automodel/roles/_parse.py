@@ -1,73 +1,301 @@
-"""Getting code and JSON out of model replies, robustly; failures raise ReplyError."""
+"""Getting code and JSON out of model replies, robustly; failures raise ReplyError.
+
+Models wrap code in many ways: fenced blocks (backticks or tildes, any language tag,
+indented fences), a last fence never closed, one block holding several files, file names
+in a heading before the block, or no fence at all with prose around the code. Each
+function here accepts all of these and says, in the error it raises, what to send instead:
+that message goes back to the model on the retry.
+"""
 
 from __future__ import annotations
 
+import ast
+import builtins
 import json
 import re
+import symtable
+from dataclasses import dataclass
 from typing import Any
 
 from automodel.interfaces import COMPONENTS, validate_component
 from automodel.roles._base import ReplyError
 
-__all__ = ["component_code", "extract_code_blocks", "extract_json", "split_components"]
+__all__ = [
+    "CodeBlock",
+    "component_code",
+    "extract_code_blocks",
+    "extract_json",
+    "find_blocks",
+    "split_components",
+    "undefined_names",
+]
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_OPEN = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([A-Za-z0-9_.+-]*)([^\n]*)$")
+_PY_LANGS = ("python", "py", "python3", "")
+_FILE_NAME = re.compile(r"\b(data|model|training)\.py\b")
+_CODE_START = re.compile(r"^(?:from\s+\S+\s+import\b|import\s+\w|def\s+\w+\(|class\s+\w+|[A-Z_][A-Z0-9_]*\s*=|#\s*\w+\.py\b|@\w)")
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """One fenced block of a reply."""
+
+    lang: str
+    code: str
+    before: str = ""
+    """The last line of prose before the fence (where models put a file name)."""
+    info: str = ""
+    """The rest of the fence's info string (``title=data.py`` and the like)."""
+
+
+def find_blocks(text: str) -> list[CodeBlock]:
+    """Every fenced block; an unclosed last block runs to the end of the reply."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    blocks: list[CodeBlock] = []
+    prose = ""
+    i = 0
+    while i < len(lines):
+        match = _OPEN.match(lines[i])
+        if not match:
+            if lines[i].strip():
+                prose = lines[i].strip()
+            i += 1
+            continue
+        fence, lang, info = match.group(1), match.group(2).lower(), match.group(3).strip()
+        closing = re.compile(rf"^[ \t]{{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        body: list[str] = []
+        i += 1
+        while i < len(lines) and not closing.match(lines[i]):
+            body.append(lines[i])
+            i += 1
+        i += 1  # the closing fence (or past the end)
+        code = "\n".join(body)
+        blocks.append(CodeBlock(lang=lang, code=code + "\n" if code and not code.endswith("\n") else code,
+                                before=prose, info=info))
+        prose = ""
+    return blocks
 
 
 def extract_code_blocks(text: str) -> list[tuple[str, str]]:
     """``(language, code)`` of every fenced block (an unclosed last block counts)."""
-    return [(lang.lower(), code) for lang, code in _FENCE.findall(text)]
+    return [(b.lang, b.code) for b in find_blocks(text)]
+
+
+def _unfenced_code(text: str) -> str | None:
+    """Python with prose around it and no fence: from the first line that starts code to the
+    last line that keeps the module parseable."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
+    if start is None:
+        return None
+    for end in range(len(lines), start, -1):
+        chunk = "\n".join(lines[start:end]).rstrip() + "\n"
+        try:
+            ast.parse(chunk)
+        except SyntaxError:
+            continue
+        return chunk
+    return None
+
+
+def _python_blocks(text: str) -> list[CodeBlock]:
+    blocks = [b for b in find_blocks(text) if b.lang in _PY_LANGS]
+    if not blocks:
+        code = _unfenced_code(text)
+        if code is not None:
+            blocks = [CodeBlock(lang="python", code=code)]
+    return blocks
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Every top-level ``{...}`` span, matching braces outside string literals."""
+    spans: list[str] = []
+    depth, start, quote, escaped = 0, -1, "", False
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch == '"' and depth > 0:
+            quote = ch
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                spans.append(text[start : i + 1])
+    return spans
+
+
+def _loads_lenient(candidate: str) -> Any:
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    # Common slips: trailing commas, Python literals (single quotes, True/False/None).
+    repaired = re.sub(r",\s*([}\]])", r"\1", candidate)
+    try:
+        return json.loads(repaired)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", repaired))))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def extract_json(text: str) -> dict[str, Any]:
-    """The first JSON object in a ```json block, or the first balanced ``{...}`` in the text."""
-    candidates = [code for lang, code in extract_code_blocks(text) if lang in ("json", "")]
-    start = text.find("{")
-    while start != -1:
-        depth = 0
-        for i in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                candidates.append(text[start : i + 1])
-                break
-        start = text.find("{", start + 1) if not candidates else -1
+    """The first JSON object in the reply: a ```json block first, else any balanced ``{...}``.
+
+    Trailing commas and Python-style literals are tolerated.
+    """
+    blocks = find_blocks(text)
+    candidates = [b.code for b in blocks if b.lang in ("json", "json5", "")]
+    for b in blocks:
+        if b.lang in ("json", "json5", ""):
+            candidates += _balanced_objects(b.code)
+    candidates += _balanced_objects(text)
     for c in candidates:
-        try:
-            value = json.loads(c)
-        except ValueError:
-            continue
+        value = _loads_lenient(c.strip())
         if isinstance(value, dict):
             return value
-    raise ReplyError("no JSON object found; reply with one ```json block")
+    if "{" in text and "}" not in text[text.find("{"):]:
+        raise ReplyError("the JSON object is cut off (no closing brace); reply with a shorter, complete ```json block")
+    raise ReplyError("no JSON object found; reply with one ```json block holding a single object")
+
+
+# --- code -----------------------------------------------------------------------------------
+
+
+def undefined_names(source: str) -> list[tuple[str, int]]:
+    """Names the code reads that nothing defines (``(name, line)``): the crash models make most.
+
+    A module with ``import *`` is not checked (its names cannot be known statically).
+    """
+    try:
+        tree = ast.parse(source)
+        table = symtable.symtable(source, "<component>", "exec")
+    except (SyntaxError, ValueError):
+        return []
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree)):
+        return []
+    module_defined = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+    known = module_defined | set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__builtins__", "__spec__"}
+    missing: set[str] = set()
+
+    def walk(scope: symtable.SymbolTable) -> None:
+        for sym in scope.get_symbols():
+            name = sym.get_name()
+            if not sym.is_referenced() or name in known:
+                continue
+            if scope.get_type() == "module" or sym.is_global():
+                if not sym.is_assigned() and not sym.is_imported():
+                    missing.add(name)
+        for child in scope.get_children():
+            walk(child)
+
+    walk(table)
+    if not missing:
+        return []
+    lines: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in missing and isinstance(node.ctx, ast.Load):
+            lines[node.id] = min(lines.get(node.id, node.lineno), node.lineno)
+    return sorted(((n, lines.get(n, 0)) for n in missing), key=lambda x: x[1])
+
+
+def _check(component: str, code: str) -> list[str]:
+    problems = [str(i) for i in validate_component(component, code)]
+    if not problems:
+        problems += [f"{component}.py:{line}: name `{name}` is used but never defined or imported"
+                     for name, line in undefined_names(code)]
+    return problems
 
 
 def component_code(text: str, component: str) -> str:
-    """The code block that defines ``component``'s function, checked against its contract."""
+    """The code that defines ``component``'s function, checked against its contract.
+
+    Raises:
+        ReplyError: no code found, or the code breaks the contract (each issue with its line).
+    """
     fn = COMPONENTS[component]
-    blocks = [code for lang, code in extract_code_blocks(text) if lang in ("python", "py", "")]
+    blocks = _python_blocks(text)
     if not blocks:
         raise ReplyError(f"no ```python block found; reply with the complete {component}.py in one")
-    chosen = next((b for b in blocks if f"def {fn}(" in b), blocks[0])
-    issues = validate_component(component, chosen)
-    if issues:
-        raise ReplyError(f"{component}.py does not satisfy its contract: " + "; ".join(str(i) for i in issues[:5]))
-    return chosen
+    units: list[str] = []
+    for b in blocks:
+        parts = _split_single_block(b.code)
+        if len(parts) > 1:  # one block holding several files under `# data.py`-style headers
+            if component in parts:
+                units.append(parts[component])
+        else:
+            units.append(b.code)
+    defining = [u for u in units if re.search(rf"^def {fn}\(", u, re.M)]
+    candidates = defining or units
+    problems: list[str] = []
+    for code in reversed(candidates):  # models put the corrected version last
+        problems = _check(component, code)
+        if not problems:
+            return code
+    raise ReplyError(f"{component}.py does not satisfy its contract: " + "; ".join(problems[:5])
+                     + f". Reply with the complete corrected {component}.py in one ```python block")
+
+
+def _split_single_block(code: str) -> dict[str, str]:
+    """One block holding several files separated by ``# data.py``-style header lines."""
+    out: dict[str, str] = {}
+    current: str | None = None
+    buf: list[str] = []
+    for line in code.split("\n"):
+        header = re.match(r"^#+\s*(?:file:?\s*)?(data|model|training)\.py\b", line.strip(), re.I)
+        if header:
+            if current is not None:
+                out[current] = "\n".join(buf).strip("\n") + "\n"
+            current, buf = header.group(1).lower(), [line]
+        elif current is not None:
+            buf.append(line)
+    if current is not None:
+        out[current] = "\n".join(buf).strip("\n") + "\n"
+    return out
 
 
 def split_components(text: str) -> dict[str, str]:
-    """The three component files of an Architect reply (by header comment or by function)."""
+    """The three component files of an Architect reply.
+
+    A file is found by a ``# data.py`` first line, a file name just before its fence or in the
+    fence's info string, a single block with ``# data.py`` headers, or its function's name.
+    """
+    blocks = _python_blocks(text)
     out: dict[str, str] = {}
-    blocks = [code for lang, code in extract_code_blocks(text) if lang in ("python", "py", "")]
+    for block in blocks:
+        parts = _split_single_block(block.code)
+        if len(parts) > 1:
+            for c, code in parts.items():
+                out.setdefault(c, code)
+            continue
+        first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
+        label = _FILE_NAME.search(first) or _FILE_NAME.search(block.info) or _FILE_NAME.search(block.before)
+        if label:
+            out.setdefault(label.group(1), block.code)
     for component, fn in COMPONENTS.items():
-        for code in blocks:
-            first = code.lstrip().splitlines()[0] if code.strip() else ""
-            if f"{component}.py" in first or f"def {fn}(" in code:
-                out[component] = code
-                break
+        if component not in out:
+            found = next((b.code for b in blocks if re.search(rf"^def {fn}\(", b.code, re.M)), None)
+            if found is not None:
+                out[component] = found
     missing = [c for c in COMPONENTS if c not in out]
     if missing:
-        raise ReplyError(f"missing component file(s): {', '.join(missing)}.py; give three ```python blocks")
-    problems = [str(i) for c, code in out.items() for i in validate_component(c, code)]
+        raise ReplyError(f"missing component file(s): {', '.join(m + '.py' for m in missing)}; give three ```python "
+                         "blocks whose first lines are `# data.py`, `# model.py`, `# training.py`")
+    problems = [p for c in COMPONENTS for p in _check(c, out[c])]
     if problems:
         raise ReplyError("components do not satisfy their contracts: " + "; ".join(problems[:6]))
-    return out
+    return {c: out[c] for c in COMPONENTS}

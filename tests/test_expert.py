@@ -1,0 +1,102 @@
+"""The offline expert: its decisions follow the profile, the description, the environment and the curves."""
+
+from __future__ import annotations
+
+import asyncio
+
+from autogen_core.models import ChatCompletionClient, UserMessage
+
+from automodel.experts import OfflineExpertClient, change_key, get_knobs, reference_source, render_request, set_knobs
+from automodel.experts import _rules
+from automodel.interfaces import validate_component
+
+CPU_ENV = {"device": "cpu", "cuda": False, "candidate_budget_s": 60, "pretrained": {"hub": False, "local": []}}
+
+
+def _design(profile: dict, env: dict = CPU_ENV, description: str = "") -> dict:
+    return _rules.architect({"profile": profile, "environment": env, "description": description})
+
+
+def test_architect_fine_tunes_pretrained_weights_on_photos_when_it_can():
+    env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0"]}}
+    d = _design({"num_train": 1600, "stored_size": 100, "in_chans": 3, "num_classes": 10}, env)
+    knobs = get_knobs(d["components"]["model"])
+    assert knobs["ARCH"] == "efficientnet_lite0" and knobs["PRETRAINED"] is True
+    assert get_knobs(d["components"]["training"])["LR"] <= 1e-3
+    for component, code in d["components"].items():
+        assert validate_component(component, code) == []
+
+
+def test_architect_without_weights_on_cpu_sizes_a_small_cnn_to_the_budget():
+    small = _design({"num_train": 1000, "stored_size": 32, "in_chans": 1}, {**CPU_ENV, "candidate_budget_s": 20})
+    large = _design({"num_train": 1000, "stored_size": 32, "in_chans": 1}, {**CPU_ENV, "candidate_budget_s": 600})
+    w_small = get_knobs(small["components"]["model"])["WIDTH"]
+    w_large = get_knobs(large["components"]["model"])["WIDTH"]
+    assert get_knobs(small["components"]["model"])["ARCH"] == "small_cnn"
+    assert w_small < w_large
+
+
+def test_architect_reads_domain_cautions_and_imbalance():
+    d = _design({"num_train": 500, "stored_size": 48, "in_chans": 3, "imbalance_ratio": 8.0},
+                description="Arrows: the label is the direction the arrow points (left or right).")
+    data = get_knobs(d["components"]["data"])
+    assert data["HFLIP"] is False and data["BALANCED_SAMPLING"] is True
+    plain = get_knobs(_design({"num_train": 500, "stored_size": 48, "in_chans": 3})["components"]["data"])
+    assert plain["HFLIP"] is True
+
+
+def _report(tl, vl, va, **kw) -> dict:
+    epochs = [{"train_loss": a, "val_loss": b, "val_accuracy": c} for a, b, c in zip(tl, vl, va, strict=True)]
+    return {"epochs": epochs, "status": "improved", **kw}
+
+
+def _analyse(report: dict, tried=(), knobs=None, description="") -> dict:
+    return _rules.analyst({
+        "best_report": report, "last_report": report, "tried": list(tried), "description": description,
+        "best_knobs": knobs or {"data": {"HFLIP": True}, "model": {"ARCH": "small_cnn", "WIDTH": 32}, "training": {"LR": 3e-3}},
+        "profile": {"num_classes": 10}, "environment": CPU_ENV,
+    })
+
+
+def test_analyst_diagnoses_divergence_over_fitting_and_under_training():
+    diverging = _analyse(_report([2.3, 2.4, 2.6], [2.3, 2.3, 2.3], [0.1, 0.1, 0.1]))
+    assert diverging["target"] == "training_engineer" and diverging["knobs"]["LR"] < 3e-3
+    overfit = _analyse(_report([1.0, 0.5, 0.2, 0.05], [0.8, 0.6, 0.7, 0.9], [0.7, 0.8, 0.79, 0.78]))
+    assert overfit["target"] == "data_engineer" and "Over-fitting" in overfit["diagnosis"]
+    under = _analyse(_report([2.0, 1.5], [1.9, 1.4], [0.4, 0.6], stopped_by_budget=True))
+    assert under["target"] == "model_engineer" and under["knobs"]["WIDTH"] == 16
+
+
+def test_analyst_never_repeats_a_tried_change_and_respects_orientation():
+    report = _report([1.0, 0.5, 0.4, 0.35, 0.34], [0.6, 0.5, 0.45, 0.44, 0.44], [0.8, 0.85, 0.86, 0.86, 0.86])
+    tried: list[str] = []
+    seen = set()
+    for _ in range(8):
+        fb = _analyse(report, tried, description="handwritten digits")
+        key = change_key(fb["target"], fb["knobs"])
+        assert key not in seen
+        seen.add(key)
+        tried.append(key)
+        assert "TTA_HFLIP" not in fb["knobs"] and fb["knobs"].get("AUGMENT") != "trivial"
+
+
+def test_engineer_applies_knobs_and_repairs_broken_code():
+    feedback = {"knobs": {"MIXUP": 0.2, "CUTMIX": 1.0}, "change": "add mixing"}
+    out = _rules.engineer({"component": "data", "phase": "revision", "current_code": reference_source("data"),
+                           "feedback": feedback})
+    assert get_knobs(out["code"])["MIXUP"] == 0.2 and validate_component("data", out["code"]) == []
+    broken, _ = set_knobs(reference_source("model"), {"WIDTH": 24})
+    broken = broken.replace("return self.head(self.features(x))", "return self.head(x)")
+    fixed = _rules.engineer({"component": "model", "phase": "repair", "current_code": broken,
+                             "error": {"error_type": "RuntimeError"}})
+    assert "return self.head(self.features(x))" in fixed["code"] and get_knobs(fixed["code"])["WIDTH"] == 24
+
+
+def test_expert_is_a_loadable_chat_completion_client():
+    client = ChatCompletionClient.load_component({"provider": "automodel.experts.OfflineExpertClient", "config": {}})
+    assert isinstance(client, OfflineExpertClient)
+    request = render_request("analyst", {"best_report": _report([1.0], [1.0], [0.5]), "profile": {"num_classes": 2}})
+    result = asyncio.run(client.create([UserMessage(content=request, source="t")]))
+    assert result.content.startswith("```json") and result.usage.prompt_tokens == 0
+    other = asyncio.run(client.create([UserMessage(content="hello", source="t")]))
+    assert "offline expert" in other.content
