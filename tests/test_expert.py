@@ -6,8 +6,15 @@ import asyncio
 
 from autogen_core.models import ChatCompletionClient, UserMessage
 
-from automodel.experts import OfflineExpertClient, change_key, get_knobs, reference_source, render_request, set_knobs
-from automodel.experts import _rules
+from automodel.experts import (
+    OfflineExpertClient,
+    _rules,
+    change_key,
+    get_knobs,
+    reference_source,
+    render_request,
+    set_knobs,
+)
 from automodel.interfaces import validate_component
 
 CPU_ENV = {"device": "cpu", "cuda": False, "candidate_budget_s": 60, "pretrained": {"hub": False, "local": []}}
