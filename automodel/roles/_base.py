@@ -21,10 +21,19 @@ from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
 from automodel.prompts import render_prompt
 from automodel.roles._context import RunContext, open_context
 
-__all__ = ["ReplyError", "RoleAgent", "RoleConfig"]
+__all__ = ["ReplyError", "RoleAgent", "RoleConfig", "fault_kind", "retry_after_s"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+FAULTS_FILE = "model_faults.jsonl"
+"""One line per model fault in the run directory: role, backend, attempt, kind, error, action."""
+
+_REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry, (but )?i|i can(no|')t (help|assist|comply|do that|provide)|"
+    r"i cannot (help|assist|comply|do that|provide)|i('m| am) (not able|unable) to|as an ai\b)",
+    re.I,
+)
 
 
 class ReplyError(ValueError):
@@ -42,6 +51,13 @@ class RoleConfig(BaseModel):
     fallback_to_expert: bool = True
     """After ``max_retries`` failed replies, let the offline expert play the role for this turn."""
     request_timeout_s: float = 300.0
+    backoff_s: float = 1.0
+    """First wait before retrying a failed call; doubles each retry (with jitter) up to ``max_backoff_s``."""
+    max_backoff_s: float = 30.0
+    """The longest wait, also the cap on a server's ``Retry-After``."""
+    price_per_1k_prompt: float | None = None
+    """USD per 1000 prompt tokens; ``None`` reads the price from the run's backend config."""
+    price_per_1k_completion: float | None = None
 
 
 def backend_name(client: ChatCompletionClient) -> str:
@@ -49,6 +65,59 @@ def backend_name(client: ChatCompletionClient) -> str:
         return EXPERT_NAME
     info = getattr(client, "_raw_config", None) or {}
     return str(info.get("model") or type(client).__name__)
+
+
+def fault_kind(exc: BaseException) -> str:
+    """A short name for a failed call: timeout, rate_limit, server_error, client_error, connection, bad_response."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or "Timeout" in name:
+        return "timeout"
+    if status == 429 or "RateLimit" in name:
+        return "rate_limit"
+    if isinstance(status, int) and status >= 500:
+        return "server_error"
+    if isinstance(status, int):
+        return "client_error"
+    if "Connection" in name or isinstance(exc, ConnectionError):
+        return "connection"
+    return "bad_response"  # undecodable body, missing fields, validation errors
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The wait a server asked for (``Retry-After`` seconds or date, or ``retry-after-ms``), if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _reply_text(result: CreateResult) -> str:
+    """The reply's text, or a ReplyError saying what was wrong with it."""
+    if result.finish_reason == "content_filter":
+        raise ReplyError("the reply was withheld by the provider's content filter; answer the technical request only")
+    if not isinstance(result.content, str):
+        raise ReplyError("the reply was a tool call; reply with text in the format asked, no tools")
+    text = result.content
+    if not text.strip():
+        raise ReplyError("the reply was empty")
+    if "```" not in text and _REFUSAL.match(text.strip()[:200]):
+        raise ReplyError("the reply declined the task; this is a routine machine-learning engineering request: "
+                         "answer it in the format asked")
+    return text
 
 
 class RoleAgent(BaseChatAgent, Component[RoleConfig]):
