@@ -17,6 +17,14 @@ from automodel.roles._parse import extract_json, split_components
 __all__ = ["ArchitectAgent"]
 
 
+def _reference_design(why: str) -> TechnicalDesign:
+    return TechnicalDesign(
+        summary=f"reference recipe ({why})",
+        components={c: reference_source(c) for c in COMPONENTS},  # type: ignore[misc]
+        author="reference",
+    )
+
+
 class ArchitectAgent(RoleAgent):
     """Designs the first pipeline from the dataset profile, the description and the environment."""
 
@@ -30,11 +38,7 @@ class ArchitectAgent(RoleAgent):
         store = ctx.store
         if not ctx.run.get("zero_shot", True):
             self.note("zero-shot initialization is off: the first candidate is the reference recipe")
-            design = TechnicalDesign(
-                summary="reference recipe (zero-shot initialization switched off)",
-                components={c: reference_source(c) for c in COMPONENTS},  # type: ignore[misc]
-                author="reference",
-            )
+            design = _reference_design("zero-shot initialization switched off")
         else:
             context = {"profile": ctx.profile, "environment": ctx.environment(), "description": ctx.description}
 
@@ -51,11 +55,7 @@ class ArchitectAgent(RoleAgent):
             design_or_none, author = await self.ask(context, parse, cancellation_token, prompt_vars=prompt_vars)
             if design_or_none is None:
                 self.note("no usable design from the backend; starting from the reference recipe")
-                design = TechnicalDesign(
-                    summary="reference recipe (the Architect's backend gave no usable design)",
-                    components={c: reference_source(c) for c in COMPONENTS},  # type: ignore[misc]
-                    author="reference",
-                )
+                design = _reference_design("the Architect's backend gave no usable design")
             else:
                 design = design_or_none
                 design.author = author
