@@ -26,6 +26,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-col", default=None, help="label column of a Kaggle CSV (detected when omitted)")
     p.add_argument("--weights-dir", default=None, help="folder of local pretrained weights <timm_name>.pth")
     p.add_argument("--max-train", type=int, default=None, help="use a stratified subset of this many training images")
+    p.add_argument("--max-test", type=int, default=None, help="use a stratified subset of this many test images")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training seconds per candidate (default: a share of the time budget)")
     run.add_argument("--target", type=float, default=None, help="stop once validation accuracy reaches this")
     run.add_argument("--token-budget", type=int, default=None, help="stop after the LLM backends used this many tokens")
+    run.add_argument("--threads", type=int, default=0, help="CPU threads per candidate (default: all available)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
@@ -66,7 +68,7 @@ def _default_out(data: str, command: str) -> Path:
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"max_train": args.max_train} if args.max_train else {}
+    return {k: v for k, v in (("max_train", args.max_train), ("max_test", args.max_test)) if v}
 
 
 def cmd_train_once(args: argparse.Namespace) -> int:
@@ -147,6 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         label_col=args.label_col,
         weights_dir=args.weights_dir,
         max_train=args.max_train,
+        max_test=args.max_test,
+        threads=args.threads,
         resume=args.resume,
         zero_shot=not args.no_zero_shot,
     )

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from automodel._console import EventPrinter
 from automodel.config import load_backend_config, make_clients
+from automodel.data import flip_change_rate
 from automodel.harness import write_json_atomic
 from automodel.messages import (
     AnalystFeedback,
@@ -33,7 +34,7 @@ from automodel.report import write_report
 from automodel.roles import forget_context, open_context
 from automodel.store import RunStore
 from automodel.team import build_team, task_text
-from automodel.workspace import open_workspace
+from automodel.workspace import Workspace, open_workspace
 
 __all__ = ["RunOptions", "finalize", "prepare_run", "run_team", "run_team_async"]
 
@@ -67,6 +68,9 @@ class RunOptions:
     """Total LLM tokens (prompt + completion) before the team stops; None for no limit."""
     memory_limit_mb: int | None = None
     max_epochs: int | None = None
+    max_test: int | None = None
+    threads: int = 0
+    """CPU threads per candidate (0: all this process may use)."""
 
 
 def prepare_run(opts: RunOptions) -> RunStore:
@@ -78,7 +82,7 @@ def prepare_run(opts: RunOptions) -> RunStore:
         raise FileNotFoundError(f"--resume: {out}/run.json does not exist; start the run without --resume")
     if not opts.resume and existing and store.history():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    options: dict[str, Any] = {"max_train": opts.max_train} if opts.max_train else {}
+    options: dict[str, Any] = {k: v for k, v in (("max_train", opts.max_train), ("max_test", opts.max_test)) if v}
     ws = open_workspace(opts.data, out, description=opts.description, device=opts.device, seed=opts.seed,
                         val_fraction=opts.val_fraction, id_col=opts.id_col, label_col=opts.label_col,
                         weights_dir=opts.weights_dir, **options)
@@ -96,7 +100,7 @@ def prepare_run(opts: RunOptions) -> RunStore:
         data=str(opts.data),
         description=ws.description,
         profile={**ws.data.meta.profile.model_dump(mode="json"), "num_train": int(ws.data.meta.counts.get("train", 0)),
-                 "in_chans": ws.data.meta.in_chans},
+                 "in_chans": ws.data.meta.in_chans, "hflip_change_rate": round(_flip_rate(ws), 3)},
         environment=env,
         local_weights=dict(ws.env.pretrained.local),
         held_out=[str(p) for p in ws.held_out],
@@ -114,11 +118,18 @@ def prepare_run(opts: RunOptions) -> RunStore:
             "token_budget": opts.token_budget,
             "memory_limit_mb": opts.memory_limit_mb,
             "max_epochs": opts.max_epochs,
+            "threads": opts.threads,
         },
         elapsed_before_s=0.0,
     )
     forget_context(out)
     return store
+
+
+def _flip_rate(ws: Workspace) -> float:
+    x, y = ws.data.arrays("train")
+    assert y is not None
+    return flip_change_rate(x, y, ws.data.meta.num_classes)
 
 
 class _MessagePrinter:

@@ -89,8 +89,8 @@ def write_orientation_task(out: Path, *, n_train: int, n_test: int, size: int = 
                 old.unlink()
         labels = np.arange(n) % len(CLASSES)
         rng.shuffle(labels)
-        for i, k in enumerate(labels):
-            Image.fromarray(render(int(k), size, rng)).save(out / split / f"c{k}" / f"{split}_{i:05d}.png")
+        for i, k in enumerate(labels.tolist()):
+            Image.fromarray(render(k, size, rng)).save(out / split / f"c{k}" / f"{split}_{i:05d}.png")
     key = {
         f"c{k}": {"mirrored": m, "rotation_deg": r, "hflip_becomes": f"c{_flip_partner(k)}"}
         for k, (m, r) in enumerate(CLASSES)

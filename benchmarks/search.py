@@ -113,6 +113,7 @@ def run_search(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
         study.tell(trial, val)
+        assert m is not None
         if best is None or val > best["val_accuracy"]:
             if best is not None:
                 (Path(best["folder"]) / "checkpoint.pt").unlink(missing_ok=True)

@@ -107,3 +107,49 @@ def test_expert_is_a_loadable_chat_completion_client():
     assert result.content.startswith("```json") and result.usage.prompt_tokens == 0
     other = asyncio.run(client.create([UserMessage(content="hello", source="t")]))
     assert "offline expert" in other.content
+
+
+def test_flip_check_tells_mirror_classes_from_symmetric_ones():
+    import numpy as np
+
+    from automodel.data import FLIP_THRESHOLD, flip_change_rate
+
+    rng = np.random.default_rng(0)
+    arrow = np.zeros((16, 16), np.uint8)
+    arrow[7:9, 2:14] = 255
+    arrow[4:12, 2:4] = 255  # a bar on the left end: class 0 points one way, class 1 (mirrored) the other
+    blob = np.zeros((16, 16), np.uint8)
+    blob[4:12, 4:12] = 255
+    ring = np.zeros((16, 16), np.uint8)
+    ring[2:14, 2:14] = 255
+    ring[5:11, 5:11] = 0
+
+    def noisy(img, n):
+        return np.clip(img[None].astype(int) + rng.integers(-30, 30, (n, 16, 16)), 0, 255).astype(np.uint8)[..., None]
+
+    mirror_x = np.concatenate([noisy(arrow, 50), noisy(arrow[:, ::-1], 50)])
+    mirror_y = np.repeat([0, 1], 50)
+    assert flip_change_rate(mirror_x, mirror_y, 2) > FLIP_THRESHOLD
+    sym_x = np.concatenate([noisy(blob, 50), noisy(ring, 50)])
+    assert flip_change_rate(sym_x, mirror_y, 2) < FLIP_THRESHOLD
+
+
+def test_flips_found_from_the_data_when_nobody_said_so():
+    design = _design({"num_train": 500, "stored_size": 32, "in_chans": 1, "hflip_change_rate": 0.9})
+    assert get_knobs(design["components"]["data"])["HFLIP"] is False
+    fb = _rules.analyst({
+        "best_report": _report([1.0, 0.8, 0.7], [1.0, 0.9, 0.9], [0.5, 0.55, 0.56]),
+        "best_knobs": {"data": {"HFLIP": True}, "model": {"ARCH": "small_cnn", "WIDTH": 32}, "training": {}},
+        "profile": {"num_classes": 8, "hflip_change_rate": 0.95}, "environment": CPU_ENV, "tried": [],
+    })
+    assert fb["target"] == "data_engineer" and fb["knobs"] == {"HFLIP": False}
+
+
+def test_architect_weighs_pretrained_cost_against_the_budget():
+    env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0"]}}
+    photos = {"num_train": 1650, "stored_size": 100, "in_chans": 3, "num_classes": 10}
+    tight = get_knobs(_design(photos, {**env, "candidate_budget_s": 45})["components"]["model"])
+    roomy = _design(photos, {**env, "candidate_budget_s": 600})
+    assert tight["ARCH"] == "small_cnn"
+    assert get_knobs(roomy["components"]["model"])["ARCH"] == "efficientnet_lite0"
+    assert get_knobs(roomy["components"]["data"])["INPUT_SIZE"] >= 64

@@ -32,9 +32,12 @@ from automodel.data._source import (
     resolve_source,
 )
 from automodel.data._split import stratified_split, stratified_subset
+from automodel.data._symmetry import FLIP_THRESHOLD, flip_change_rate
 from automodel.data._torchvision import network_available
 
 __all__ = [
+    "FLIP_THRESHOLD",
+    "flip_change_rate",
     "DEFAULT_MEMORY_BUDGET",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",

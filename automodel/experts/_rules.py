@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from automodel.data import FLIP_THRESHOLD
 from automodel.experts._knobs import get_knobs, reference_source, set_knobs
 from automodel.interfaces import validate_component
 
@@ -25,6 +26,17 @@ COLOR_WORDS = re.compile(r"colou?r|hue|ripe|stain|dye", re.I)
 def cpu_cost_ms(width: int, size: int, chans: int) -> float:
     """Measured fwd+bwd milliseconds per image of the small CNN on 2 CPU cores."""
     return (1.6 + 0.0022 * width * width) * (size / 32) ** 2 * (1.1 if chans == 3 else 1.0)
+
+
+def lite0_cost_ms(size: int) -> float:
+    """Measured fwd+bwd milliseconds per image of EfficientNet-Lite0 on 2 CPU cores (40 ms at 128px)."""
+    return 40.0 * (size / 128) ** 2
+
+
+def flips_change_label(ctx: dict[str, Any]) -> bool:
+    """The description or the data (mirrored images land in other classes) says no flips."""
+    rate = float(ctx.get("profile", {}).get("hflip_change_rate", 0.0))
+    return bool(ORIENTATION_WORDS.search(ctx.get("description", "") or "")) or rate > FLIP_THRESHOLD
 
 
 def _env(ctx: dict[str, Any]) -> tuple[bool, float, dict[str, Any]]:
@@ -47,26 +59,38 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
     model: dict[str, Any] = {}
     train: dict[str, Any] = {}
 
-    orientation = bool(ORIENTATION_WORDS.search(description))
     color = bool(COLOR_WORDS.search(description))
-    if orientation:
+    flip_rate = float(profile.get("hflip_change_rate", 0.0))
+    if ORIENTATION_WORDS.search(description):
         data["HFLIP"] = False
         rationale.append("The description says orientation or handedness carries meaning: no horizontal flips.")
+    elif flip_rate > FLIP_THRESHOLD:
+        data["HFLIP"] = False
+        rationale.append(f"{flip_rate:.0%} of mirrored training images look like another class: no horizontal flips.")
     if color:
         data["COLOR_AUG"] = False
         rationale.append("Colour carries the label: no colour augmentation.")
 
     has_weights = bool(pretrained.get("hub")) or "efficientnet_lite0" in pretrained.get("local", [])
     photo = stored >= 64 and chans == 3
-    if photo and has_weights:
-        size = 224 if cuda else (96 if budget < 400 else 128)
+    size = 224 if cuda else 128
+    if photo and has_weights and not cuda:
+        # The largest input at which fine-tuning still gets 3+ epochs in the candidate budget.
+        size = next((s for s in (128, 112, 96, 80, 64) if n_train * 3 * lite0_cost_ms(s) / 1000 <= 0.8 * budget), 0)
+        if not size:
+            rationale.append(
+                f"Pretrained EfficientNet-Lite0 would get under 3 epochs even at 64px "
+                f"({n_train * lite0_cost_ms(64) / 1000:.0f}s per epoch) in {budget:.0f}s: a from-scratch CNN instead."
+            )
+    if photo and has_weights and size:
         model.update(ARCH="efficientnet_lite0" if not (cuda and pretrained.get("hub")) else "convnext_nano",
                      PRETRAINED=True, DROPOUT=0.2)
         data.update(INPUT_SIZE=size, AUGMENT="rrc")
         train.update(LR=1e-3, WEIGHT_DECAY=0.02, LABEL_SMOOTHING=0.1, WARMUP_EPOCHS=0.5)
         rationale.append(
             f"Real photos and ImageNet weights are available: fine-tune {model['ARCH']} at {size}px "
-            "(pretrained beats any from-scratch net on small photo sets by 20+ points)."
+            f"(about {n_train * lite0_cost_ms(size) / 1000:.0f}s per epoch here; ImageNet features transfer to small "
+            "photo sets far better than what a net learns from scratch in minutes)."
         )
     elif cuda:
         size = min(max(stored, 32), 64) if stored <= 64 else 160
@@ -75,7 +99,7 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
         train.update(LR=2e-3, LABEL_SMOOTHING=0.1)
         rationale.append(f"GPU, no usable pretrained weights: ResNet-18 with a full-resolution stem at {size}px.")
     else:
-        size = min(stored, 32) if stored <= 64 else 48
+        size = min(stored, 32) if stored <= 64 else (64 if budget >= 120 else 48)
         # Widest small CNN that still fits ~10 epochs into the candidate budget.
         width = 16
         for w in (24, 32, 48, 64):
@@ -170,7 +194,6 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
     knobs = ctx.get("best_knobs", {"data": {}, "model": {}, "training": {}})
     tried = set(ctx.get("tried", []))
     profile = ctx.get("profile", {})
-    description = ctx.get("description", "") or ""
     cuda, budget, _ = _env(ctx)
     num_classes = int(profile.get("num_classes", 10))
     tl, vl, va = _curve(report)
@@ -189,8 +212,14 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
     if diverged or (len(va) >= 3 and (max(va) <= chance or tl[-1] > tl[0] * 1.05)):
         propose("training_engineer", {"LR": lr * 0.3}, "Training diverges or stays at chance: loss does not fall.",
                 f"lower the learning rate from {lr:g} to {lr * 0.3:g}", "stable descent of the training loss")
-    budget_bound = bool(report.get("stopped_by_budget")) or (len(va) >= 2 and va[-1] >= max(va) - 1e-9)
-    if budget_bound and len(va) < 6:
+    if d.get("HFLIP", True) and flips_change_label(ctx):
+        propose("data_engineer", {"HFLIP": False},
+                "Mirrored images look like other classes (or the description says orientation matters), "
+                "yet training flips them: the augmentation teaches wrong labels.",
+                "stop horizontal flips", "several points, more on mirror-paired classes")
+    under = len(va) <= 2 or bool(report.get("stopped_by_budget")) or (len(va) >= 2 and va[-1] >= max(va) - 1e-9)
+    budget_bound = under
+    if under and len(va) < 6:
         w = int(m.get("WIDTH") or 32)
         if m.get("ARCH") == "small_cnn" and w > 16:
             propose("model_engineer", {"WIDTH": max(w // 2, 16)},
@@ -202,7 +231,7 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
                 f"raise the learning rate to {lr * 2:g} to converge in fewer epochs", "faster convergence")
     overfit = len(vl) >= 3 and len(tl) >= 3 and (vl[-1] - tl[-1] > 0.25) and (vl[-1] > min(vl) * 1.05)
     if overfit:
-        flips_ok = d.get("HFLIP", True) and not ORIENTATION_WORDS.search(description)
+        flips_ok = d.get("HFLIP", True) and not flips_change_label(ctx)
         propose("data_engineer", {"MIXUP": 0.2, "CUTMIX": 1.0}, "Over-fitting: validation loss rises while training loss falls.",
                 "add MixUp/CutMix", "smaller generalisation gap")
         propose("data_engineer", {"ERASING": 0.25}, "Over-fitting: validation loss rises while training loss falls.",
@@ -214,7 +243,8 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
             propose("data_engineer", {"AUGMENT": "trivial"}, "Over-fitting.", "switch to TrivialAugment", "more varied views")
     imbalance = float(profile.get("imbalance_ratio", 1.0))
     per_class = [a for a in report.get("per_class_val_accuracy", []) if a is not None]
-    if imbalance >= 2 or (per_class and min(per_class) < (sum(per_class) / len(per_class)) - 0.25):
+    trained = len(va) >= 3 and not under
+    if imbalance >= 2 or (trained and per_class and min(per_class) < (sum(per_class) / len(per_class)) - 0.25):
         propose("data_engineer", {"BALANCED_SAMPLING": True}, "Weak minority classes under class imbalance.",
                 "sample batches class-balanced", "higher accuracy on the weakest classes")
         propose("training_engineer", {"CLASS_WEIGHTED_LOSS": True}, "Weak minority classes.",
@@ -233,7 +263,7 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
             propose("model_engineer", {"WIDTH": w + w // 2}, "Capacity-bound: training converges well within the budget.",
                     f"widen the network to {w + w // 2}", "more capacity")
     propose("training_engineer", {"LR": lr * 0.5}, "Plateau.", f"lower the learning rate to {lr * 0.5:g}", "finer optimum")
-    if d.get("HFLIP", True) and not ORIENTATION_WORDS.search(description):
+    if d.get("HFLIP", True) and not flips_change_label(ctx):
         propose("data_engineer", {"TTA_HFLIP": True}, "Plateau.", "average predictions with the flipped image",
                 "+0.3-1 point at no training cost")
     propose("data_engineer", {"MIXUP": 0.2, "CUTMIX": 0.0}, "Plateau.", "light MixUp", "regularisation")

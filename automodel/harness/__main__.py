@@ -11,6 +11,16 @@ from pathlib import Path
 from automodel.harness._job import ERROR_EXIT_CODE, HarnessJob, emit, write_json_atomic
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: ``OMP_NUM_THREADS`` if set, else its CPU affinity."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m automodel.harness", description=__doc__)
     parser.add_argument("--job", required=True, type=Path, help="path of the job.json to run")
@@ -25,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from automodel.harness._loader import ComponentFailure, load_components
     from automodel.harness._train import predict, train
 
-    torch.set_num_threads(job.threads or os.cpu_count() or 1)
+    torch.set_num_threads(job.threads or available_cpus())
     if not job.hub_available:
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:

@@ -26,8 +26,9 @@ def budget_epochs(spec: TrainSpec) -> int:
         return min(EPOCHS, cap)
     if spec.est_step_s <= 0:
         return min(10, cap)
-    # Leave a fifth of the budget for evaluation and the per-epoch overhead.
-    fit = int(0.8 * spec.time_budget_s / (spec.est_step_s * spec.steps_per_epoch))
+    # Keep a tenth of the budget for evaluation; round to the nearest whole epoch (the
+    # harness stops at the budget anyway, so a slight overshoot only trims the last epoch).
+    fit = round(0.9 * spec.time_budget_s / (spec.est_step_s * spec.steps_per_epoch))
     return max(1, min(cap, fit))
 
 
