@@ -184,7 +184,8 @@ class Candidate:
             if i:  # the first step pays for lazy initialisation
                 timings.append(time.perf_counter() - t0)
         self.model.load_state_dict(state)
-        return float(np.median(timings))
+        # The fastest step measures the compute; slower ones mostly measure other load.
+        return float(min(timings))
 
     def build_training(self, est_step_s: float) -> TrainRecipe:
         steps = max(1, len(self.train) // self.recipe.batch_size)
@@ -297,16 +298,25 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
                 stopped_by_budget = True
                 break
         train_s += time.perf_counter() - t_epoch
-        eval_model = ema.module if ema is not None else model
-        probs, val_loss = evaluate(eval_model, val, cand.recipe, cand.device, cand.num_classes, use_amp)
         assert val.y is not None
-        pred = probs.argmax(1)
-        acc = float((pred == val.y).float().mean()) if len(val) else 0.0
+        # With EMA, score both the averaged and the raw weights and keep the better: early in
+        # a short run the average still remembers the random initialisation.
+        scored = []
+        for which, candidate_model in (("ema", ema.module if ema is not None else None), ("raw", model)):
+            if candidate_model is None:
+                continue
+            probs, val_loss = evaluate(candidate_model, val, cand.recipe, cand.device, cand.num_classes, use_amp)
+            pred = probs.argmax(1)
+            acc = float((pred == val.y).float().mean()) if len(val) else 0.0
+            scored.append((acc, which, candidate_model, pred, val_loss))
+        acc, which, eval_model, pred, val_loss = max(scored, key=lambda s: s[0])
         record = {
             "epoch": epoch, "train_loss": round(loss_sum / max(loss_n, 1), 5), "val_loss": round(val_loss, 5),
             "val_accuracy": round(acc, 5), "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t_epoch, 2),
             "steps": loss_n,
         }
+        if ema is not None:
+            record["weights"] = which
         history.append(record)
         emit("epoch", epochs=epochs, **record)
         if acc > best["val_accuracy"]:
