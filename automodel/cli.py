@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--candidate-budget", type=float, default=None,
                      help="training seconds per candidate (default: a share of the time budget)")
     run.add_argument("--target", type=float, default=None, help="stop once validation accuracy reaches this")
+    run.add_argument("--max-cost", type=float, default=None,
+                     help="USD cap for priced backends (prices in the config); then the offline expert plays on")
     run.add_argument("--token-budget", type=int, default=None, help="stop after the LLM backends used this many tokens")
     run.add_argument("--threads", type=int, default=0, help="CPU threads per candidate (default: all available)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
@@ -142,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         candidate_budget_s=args.candidate_budget,
         target=args.target,
         token_budget=args.token_budget,
+        max_cost_usd=args.max_cost,
         device=args.device,
         seed=args.seed,
         val_fraction=args.val_fraction,

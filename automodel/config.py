@@ -14,8 +14,15 @@ roles:
       base_url: http://127.0.0.1:8000/v1
       api_key_env: LOCAL_LLM_KEY       # optional; "none" is used when absent for local servers
       model_info: {vision: false, function_calling: false, json_output: false, family: unknown, structured_output: false}
+      timeout: 120                     # seconds per HTTP request (the client's own limit)
+      max_retries: 0                   # let AutoModel retry (with backoff and the error fed back)
+      max_tokens: 1024                 # always cap replies: weak models ramble to the context limit
+    price_per_1k_prompt: 0.0           # USD per 1000 tokens, for usage.json, the report and the cost cap
+    price_per_1k_completion: 0.0
 fallback_to_expert: true       # a role whose backend keeps failing is played by the offline expert for that turn
-max_retries: 2
+max_retries: 2                 # retries of a failed or unusable reply, before the fallback
+backoff_s: 1.0                 # first wait before a retry; doubles each time; a server's Retry-After wins
+request_timeout_s: 300         # AutoModel's own limit on one call, over the client's retries
 ```
 
 Keys come from environment variables named by ``api_key_env``; a literal ``api_key`` in
@@ -39,6 +46,9 @@ from automodel.roles import ROLE_CLASSES
 __all__ = ["BackendConfig", "ConfigError", "load_backend_config", "make_clients"]
 
 SECRET_KEYS = {"api_key", "azure_ad_token", "token", "password", "secret"}
+PRICE_KEYS = ("price_per_1k_prompt", "price_per_1k_completion")
+SPEC_KEYS = {"provider", "config", "component_type", "version", "component_version", "description", "label", *PRICE_KEYS}
+TOP_KEYS = {"default", "roles", "fallback_to_expert", "max_retries", "backoff_s", "request_timeout_s"}
 
 
 class ConfigError(ValueError):
@@ -52,12 +62,23 @@ class BackendConfig(BaseModel):
     roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     fallback_to_expert: bool = True
     max_retries: int = 2
+    backoff_s: float = 1.0
+    request_timeout_s: float = 300.0
+
+    def spec(self, role: str) -> dict[str, Any] | None:
+        """The backend spec that plays ``role`` (None: the offline expert)."""
+        return self.roles.get(role) or self.default
+
+    def prices(self, role: str) -> tuple[float, float]:
+        """USD per 1000 prompt and completion tokens of ``role``'s backend (0 when not given)."""
+        spec = self.spec(role) or {}
+        return float(spec.get("price_per_1k_prompt") or 0.0), float(spec.get("price_per_1k_completion") or 0.0)
 
     def describe(self) -> dict[str, str]:
         """Role -> provider/model, for run.json and the report."""
         out = {}
         for role in ROLE_CLASSES:
-            spec = self.roles.get(role) or self.default
+            spec = self.spec(role)
             if spec is None:
                 out[role] = "offline expert"
             else:
@@ -80,6 +101,9 @@ def load_backend_config(path: str | Path | None) -> BackendConfig:
         raise ConfigError(f"{path}: cannot parse ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'default' and/or 'roles'")
+    extra = set(data) - TOP_KEYS
+    if extra:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(extra)}; valid keys: {sorted(TOP_KEYS)}")
     unknown = set(data.get("roles", {}) or {}) - set(ROLE_CLASSES)
     if unknown:
         raise ConfigError(f"{path}: unknown role(s) {sorted(unknown)}; valid roles: {list(ROLE_CLASSES)}")
@@ -88,19 +112,31 @@ def load_backend_config(path: str | Path | None) -> BackendConfig:
             continue
         if not isinstance(spec, dict) or "provider" not in spec:
             raise ConfigError(f"{path}: {where} needs a 'provider' (e.g. OpenAIChatCompletionClient) and a 'config'")
+        unknown_keys = set(spec) - SPEC_KEYS
+        if unknown_keys:
+            raise ConfigError(f"{path}: {where} has unknown key(s) {sorted(unknown_keys)}; valid keys: {sorted(SPEC_KEYS)} "
+                              "(client options such as model, base_url, timeout go under 'config')")
+        for key in PRICE_KEYS:
+            if key in spec and not isinstance(spec[key], int | float):
+                raise ConfigError(f"{path}: {where}.{key} must be a number (USD per 1000 tokens), got {spec[key]!r}")
         found = SECRET_KEYS & set(spec.get("config") or {})
         if found:
             raise ConfigError(
                 f"{path}: {where}.config has {sorted(found)}; put the key in an environment variable and name it "
                 "with api_key_env instead, so it is never written to disk"
             )
-    return BackendConfig(default=data.get("default"), roles=data.get("roles") or {},
-                         fallback_to_expert=bool(data.get("fallback_to_expert", True)),
-                         max_retries=int(data.get("max_retries", 2)))
+    try:
+        return BackendConfig(default=data.get("default"), roles=data.get("roles") or {},
+                             fallback_to_expert=bool(data.get("fallback_to_expert", True)),
+                             max_retries=int(data.get("max_retries", 2)),
+                             backoff_s=float(data.get("backoff_s", 1.0)),
+                             request_timeout_s=float(data.get("request_timeout_s", 300.0)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _client(spec: dict[str, Any], where: str) -> ChatCompletionClient:
-    spec = copy.deepcopy(spec)
+    spec = {k: v for k, v in copy.deepcopy(spec).items() if k not in PRICE_KEYS}
     config = dict(spec.get("config") or {})
     key_env = config.pop("api_key_env", None)
     if key_env:
@@ -124,7 +160,7 @@ def make_clients(config: BackendConfig) -> dict[str, ChatCompletionClient]:
     """A client for every role the config names (the offline expert plays the others)."""
     clients = {}
     for role in ROLE_CLASSES:
-        spec = config.roles.get(role) or config.default
+        spec = config.spec(role)
         if spec is not None:
             clients[role] = _client(spec, f"roles.{role}" if role in config.roles else "default")
     return clients

@@ -1,28 +1,35 @@
 """Role prompts: data files in ``prompts/`` with ``${placeholder}`` fields.
 
-Placeholders every prompt may use:
+Placeholders every prompt may use (``prompts/README.md`` lists them too):
 
 ``${team}``
-    the team's goal and structure (``prompts/_team.md``);
-``${interface}``
-    the contract of the role's component, generated from :mod:`automodel.interfaces`;
-``${reference}``
-    the reference recipe's file for that component.
+    the team's goal, structure and way of working (``prompts/_team.md``, itself a template);
+``${interface_data}``, ``${interface_model}``, ``${interface_training}``
+    the contract of each component, generated from :mod:`automodel.interfaces`;
+``${description}``
+    the user's description of the dataset (every role's ``ask`` passes it);
+``${environment}``
+    device, memory, time budget per candidate, loadable pretrained weights (JSON; passed by ``ask``).
 
-Roles pass more (``${component}`` for engineers). Unknown placeholders stay as written.
+With ``component=`` (the engineers): ``${component}``, ``${interface}`` (that component's
+contract) and ``${reference}`` (the reference recipe's file for it). A placeholder left
+unfilled stays as written; :func:`unfilled_placeholders` finds them (the tests use it).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import re
 from functools import cache
 from pathlib import Path
 from string import Template
 
 from automodel.interfaces import REFERENCE_DIR, _contracts
 
-__all__ = ["interface_text", "prompts_dir", "render_prompt"]
+__all__ = ["interface_text", "prompt_roles", "prompts_dir", "render_prompt", "unfilled_placeholders"]
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _CONTRACT_TYPES = {
     "data": [_contracts.DataSpec, _contracts.DataRecipe],
@@ -55,16 +62,34 @@ def interface_text(component: str) -> str:
     return "\n\n".join(parts)
 
 
+def prompt_roles() -> list[str]:
+    """The roles that have a prompt file (files starting with ``_`` are shared parts)."""
+    return sorted(p.stem for p in prompts_dir().glob("*.md") if not p.name.startswith("_") and p.stem.islower()
+                  and p.stem != "readme")
+
+
 def render_prompt(role: str, **values: object) -> str:
-    """The system prompt of ``role`` with its placeholders filled."""
+    """The system prompt of ``role`` with its placeholders filled.
+
+    Raises:
+        FileNotFoundError: ``prompts/<role>.md`` does not exist (the message names the folder).
+    """
     root = prompts_dir()
     path = root / f"{role}.md"
     if not path.is_file():
-        raise FileNotFoundError(f"prompt {path} is missing; set AUTOMODEL_PROMPTS_DIR to a folder with {role}.md")
-    fields: dict[str, object] = {"team": (root / "_team.md").read_text(encoding="utf-8")}
+        raise FileNotFoundError(f"prompt {path} is missing; the prompts there are {prompt_roles()}; set "
+                                f"AUTOMODEL_PROMPTS_DIR to a folder with {role}.md")
+    fields: dict[str, object] = {f"interface_{c}": interface_text(c) for c in _CONTRACT_TYPES}
     component = values.get("component")
     if isinstance(component, str) and component in _CONTRACT_TYPES:
         fields["interface"] = interface_text(component)
         fields["reference"] = (REFERENCE_DIR / f"{component}.py").read_text(encoding="utf-8")
     fields.update(values)
+    team = root / "_team.md"
+    fields["team"] = Template(team.read_text(encoding="utf-8")).safe_substitute(fields) if team.is_file() else ""
     return Template(path.read_text(encoding="utf-8")).safe_substitute(fields)
+
+
+def unfilled_placeholders(text: str) -> list[str]:
+    """The ``${name}`` fields still in a rendered prompt."""
+    return sorted(set(_PLACEHOLDER.findall(text)))

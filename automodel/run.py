@@ -65,6 +65,8 @@ class RunOptions:
     zero_shot: bool = True
     max_repairs: int = 2
     token_budget: int | None = None
+    max_cost_usd: float | None = None
+    """Spend cap for priced backends; once spent, the offline expert plays their turns."""
     """Total LLM tokens (prompt + completion) before the team stops; None for no limit."""
     memory_limit_mb: int | None = None
     max_epochs: int | None = None
@@ -116,6 +118,7 @@ def prepare_run(opts: RunOptions) -> RunStore:
             "target": opts.target,
             "max_repairs": opts.max_repairs,
             "token_budget": opts.token_budget,
+            "max_cost_usd": opts.max_cost_usd,
             "memory_limit_mb": opts.memory_limit_mb,
             "max_epochs": opts.max_epochs,
             "threads": opts.threads,
@@ -188,7 +191,8 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
     backends = load_backend_config(Path(run["config_file"]) if run.get("config_file") else None)
     external = ExternalTermination()
     team = build_team(store.root, make_clients(backends), external=external, pause_after_each_attempt=True,
-                      fallback_to_expert=backends.fallback_to_expert, max_retries=backends.max_retries)
+                      fallback_to_expert=backends.fallback_to_expert, max_retries=backends.max_retries,
+                      request_timeout_s=backends.request_timeout_s, backoff_s=backends.backoff_s)
     task: str | None = task_text(run)
     saved = store.load_team_state()
     if opts.resume and saved:

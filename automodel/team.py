@@ -191,6 +191,8 @@ def build_team(
     max_messages: int = 2000,
     fallback_to_expert: bool = True,
     max_retries: int = 2,
+    request_timeout_s: float = 300.0,
+    backoff_s: float | None = None,
     name: str = "automodel_team",
 ) -> AutoModelTeam:
     """The AutoModel team for the run prepared in ``run_dir``.
@@ -205,6 +207,8 @@ def build_team(
         max_messages: a safety cap on messages.
         fallback_to_expert: let the offline expert play a role for a turn when its backend
             fails ``max_retries + 1`` times.
+        request_timeout_s: seconds one model request may take before it counts as a fault.
+        backoff_s: base of the exponential backoff between retries (None: the role's default).
     """
     clients = dict(clients or {})
     unknown = set(clients) - set(ROLE_ORDER)
@@ -212,7 +216,8 @@ def build_team(
         raise ValueError(f"unknown role(s) {sorted(unknown)}; the roles are {ROLE_ORDER}")
     agents: list[RoleAgent] = [
         ROLE_CLASSES[role](role, clients.get(role), run_dir=run_dir, max_retries=max_retries,
-                           fallback_to_expert=fallback_to_expert)
+                           fallback_to_expert=fallback_to_expert, request_timeout_s=request_timeout_s,
+                           backoff_s=backoff_s)
         for role in ROLE_ORDER
     ]
     termination: TerminationCondition = BudgetTermination(run_dir) | MaxMessageTermination(max_messages)

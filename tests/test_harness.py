@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from automodel.harness import CandidateRunner
-from automodel.interfaces import REFERENCE_DIR
 from tests.conftest import edit
 
 
@@ -20,10 +19,12 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_reference_recipe_learns_digits_and_predicts(digits_workspace, tmp_path):
+def test_reference_recipe_learns_digits_and_predicts(digits_workspace, reference_copy, tmp_path):
+    # A fixed number of epochs, so the test does not depend on how loaded the machine is.
+    edit(reference_copy / "training.py", "EPOCHS = 0", "EPOCHS = 4")
     runner = digits_workspace.runner()
     events: list[dict] = []
-    result = runner.train(REFERENCE_DIR, tmp_path / "it", time_budget_s=25, on_event=events.append)
+    result = runner.train(reference_copy, tmp_path / "it", time_budget_s=120, on_event=events.append)
     assert result.status == "ok", result.log_tail
     metrics = json.loads((tmp_path / "it" / "metrics.json").read_text())
     assert metrics["val_accuracy"] > 0.5  # chance is 0.1
@@ -32,7 +33,7 @@ def test_reference_recipe_learns_digits_and_predicts(digits_workspace, tmp_path)
     kinds = [e["event"] for e in events]
     assert "smoke" in kinds and "epoch" in kinds and kinds[-1] == "done"
 
-    pred = runner.predict(REFERENCE_DIR, tmp_path / "it" / "checkpoint.pt", tmp_path / "pred")
+    pred = runner.predict(reference_copy, tmp_path / "it" / "checkpoint.pt", tmp_path / "pred")
     assert pred.status == "ok", pred.log_tail
     out = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert len(out["pred"]) == len(digits_workspace.data.test_ids)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import json
 import random
+import re
+import time
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
@@ -14,10 +18,18 @@ from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StructuredMessage, ThoughtEvent
 from autogen_core import CancellationToken, Component, ComponentModel
-from autogen_core.models import ChatCompletionClient, RequestUsage, SystemMessage, UserMessage
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    CreateResult,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
 from pydantic import BaseModel
 
 from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
+from automodel.harness import write_json_atomic
 from automodel.prompts import render_prompt
 from automodel.roles._context import RunContext, open_context
 
@@ -35,6 +47,9 @@ _REFUSAL = re.compile(
     re.I,
 )
 
+_MARKUP = re.compile(r"<</?SYS>>|\[/?INST\]|<(start|end)_of_turn>|<\|im_(start|end)\|>|<\|eot_id\|>|</?automodel-request>")
+"""Chat-template tokens and the request tag: a reply carrying them echoes the prompt, not an answer."""
+
 
 class ReplyError(ValueError):
     """A model reply that cannot be used; the message is fed back to the model on retry."""
@@ -51,8 +66,9 @@ class RoleConfig(BaseModel):
     fallback_to_expert: bool = True
     """After ``max_retries`` failed replies, let the offline expert play the role for this turn."""
     request_timeout_s: float = 300.0
-    backoff_s: float = 1.0
-    """First wait before retrying a failed call; doubles each retry (with jitter) up to ``max_backoff_s``."""
+    backoff_s: float | None = None
+    """First wait before retrying a failed call; doubles each retry (with jitter) up to ``max_backoff_s``.
+    ``None`` reads ``backoff_s`` from the run's backend config (1 s when it has none)."""
     max_backoff_s: float = 30.0
     """The longest wait, also the cap on a server's ``Retry-After``."""
     price_per_1k_prompt: float | None = None
@@ -114,6 +130,10 @@ def _reply_text(result: CreateResult) -> str:
     text = result.content
     if not text.strip():
         raise ReplyError("the reply was empty")
+    markup = _MARKUP.search(text)
+    if markup:
+        raise ReplyError(f"the reply echoes prompt markup ({markup.group(0)}) instead of answering; reply with the "
+                         "answer only, in the format asked")
     if "```" not in text and _REFUSAL.match(text.strip()[:200]):
         raise ReplyError("the reply declined the task; this is a routine machine-learning engineering request: "
                          "answer it in the format asked")
@@ -137,6 +157,10 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         max_retries: int = 2,
         fallback_to_expert: bool = True,
         request_timeout_s: float = 300.0,
+        backoff_s: float | None = None,
+        max_backoff_s: float = 30.0,
+        price_per_1k_prompt: float | None = None,
+        price_per_1k_completion: float | None = None,
     ):
         super().__init__(name=name, description=self.summary)
         self.model_client = model_client or OfflineExpertClient()
@@ -144,8 +168,13 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         self.max_retries = max_retries
         self.fallback_to_expert = fallback_to_expert
         self.request_timeout_s = request_timeout_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.price_per_1k_prompt = price_per_1k_prompt
+        self.price_per_1k_completion = price_per_1k_completion
         self._expert = OfflineExpertClient()
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._backends: Any = None  # the run's BackendConfig, read on first use
 
     # --- AutoGen agent protocol -------------------------------------------------------
     @property
@@ -172,7 +201,8 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         content = await self.act(messages, cancellation_token)
         for note in self._notes:
             yield note
-        message = StructuredMessage[type(content)](  # type: ignore[misc]
+        generic: Any = StructuredMessage  # parametrised at run time by the output's type
+        message = generic[type(content)](
             content=content, source=self.name, models_usage=self._usage if self._usage.prompt_tokens else None
         )
         yield Response(chat_message=message, inner_messages=list(self._notes))
@@ -200,47 +230,154 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
     ) -> tuple[T | None, str]:
         """Ask the backend; parse the reply; retry with the error fed back; then fall back.
 
-        Returns the parsed value (None when every attempt failed) and who produced it.
+        Every failure (timeout, rate limit, server error, malformed, empty, refused or
+        schema-breaking reply) is retried ``max_retries`` times with exponential backoff (a
+        server's ``Retry-After`` wins), the reason fed back to the model where it can act on it.
+        Then the offline expert plays the turn (``fallback_to_expert``), else the caller's safe
+        default applies. Each fault is a line of ``model_faults.jsonl`` and a count in ``usage.json``.
+
+        Returns:
+            The parsed value (None when every attempt failed) and who produced it.
         """
-        system = render_prompt(self.role, **(prompt_vars or {}))
+        ctx = self.ctx
+        fields = {"description": ctx.description or "(no description given)",
+                  "environment": json.dumps(ctx.environment(), default=str)}
+        system = render_prompt(self.role, **{**fields, **(prompt_vars or {})})
         request = render_request(self.role, context)
-        messages: list[Any] = [SystemMessage(content=system), UserMessage(content=request, source="automodel")]
+        first: list[Any] = [SystemMessage(content=system), UserMessage(content=request, source="automodel")]
+        messages = first
         client = self.model_client
-        for attempt in range(self.max_retries + 1):
-            try:
-                result = await asyncio.wait_for(
-                    client.create(messages, cancellation_token=cancellation_token), timeout=self.request_timeout_s
-                )
-                self._usage = RequestUsage(
-                    prompt_tokens=self._usage.prompt_tokens + result.usage.prompt_tokens,
-                    completion_tokens=self._usage.completion_tokens + result.usage.completion_tokens,
-                )
-                self.ctx.store.add_usage(self.name, backend_name(client), result.usage.prompt_tokens,
-                                         result.usage.completion_tokens)
-                text = result.content if isinstance(result.content, str) else ""
-                if not text.strip():
-                    raise ReplyError("the reply was empty")
-                return parse(text), backend_name(client)
-            except ReplyError as exc:
-                self.note(f"reply {attempt + 1} from {backend_name(client)} unusable: {exc}")
-                messages = [*messages[:2], UserMessage(
-                    content=f"{request}\n\nYour previous reply could not be used: {exc}\nReply again, following the format exactly.",
-                    source="automodel")]
-            except (TimeoutError, asyncio.TimeoutError) as exc:
-                self.note(f"{backend_name(client)} timed out after {self.request_timeout_s:.0f}s ({exc})")
-            except Exception as exc:  # rate limits, server errors, connection failures
-                self.note(f"{backend_name(client)} failed: {type(exc).__name__}: {str(exc)[:200]}")
-                await asyncio.sleep(min(2 ** attempt, 20) * (0.5 + random.random()))
-        if self.fallback_to_expert and not isinstance(client, OfflineExpertClient):
+        backend = backend_name(client)
+        if not isinstance(client, OfflineExpertClient) and self._cost_cap_reached():
+            self._fault(backend, 0, "cost_cap", "the run's cost cap (budget max_cost_usd) is spent", "no call")
+            self.note(f"the run's cost cap is spent: {backend} is not asked")
+        else:
+            for attempt in range(self.max_retries + 1):
+                delay = 0.0
+                try:
+                    result = await asyncio.wait_for(
+                        client.create(messages, cancellation_token=cancellation_token), timeout=self.request_timeout_s
+                    )
+                except (TimeoutError, asyncio.TimeoutError) as exc:
+                    kind, error = "timeout", f"no reply within {self.request_timeout_s:g}s ({type(exc).__name__})"
+                    delay = self._backoff(attempt)
+                except Exception as exc:  # rate limits, server errors, connection failures, undecodable bodies
+                    kind, error = fault_kind(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
+                    wait = retry_after_s(exc)
+                    delay = min(wait, self.max_backoff_s) if wait is not None else self._backoff(attempt)
+                else:
+                    self._account(backend, result.usage)
+                    text = result.content if isinstance(result.content, str) else ""
+                    try:
+                        return self._parse(result, parse), backend
+                    except ReplyError as exc:
+                        kind, error = "unusable_reply", str(exc)
+                        if result.finish_reason == "length":
+                            error += " (the reply was cut off at the token limit: be much shorter)"
+                        messages = [*first, AssistantMessage(content=text[:2000] or "(empty)", source=self.name),
+                                    UserMessage(content=f"Your previous reply could not be used: {error}\n"
+                                                "Reply again to the request above, following the reply format exactly.",
+                                                source="automodel")]
+                last = attempt == self.max_retries
+                action = "give up" if last else f"retry in {delay:.1f}s"
+                self._fault(backend, attempt + 1, kind, error, action)
+                self.note(f"reply {attempt + 1} from {backend} unusable ({kind}): {error[:200]}; {action}")
+                if not last and delay > 0:
+                    await asyncio.sleep(delay)
+        return await self._fall_back(first, parse, backend)
+
+    def _parse(self, result: CreateResult, parse: Callable[[str], T]) -> T:
+        text = _reply_text(result)
+        try:
+            return parse(text)
+        except ReplyError:
+            raise
+        except Exception as exc:  # a reply that ignores the schema can break any parser
+            raise ReplyError(f"the reply does not follow the format asked ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+    async def _fall_back(self, messages: list[Any], parse: Callable[[str], T], backend: str) -> tuple[T | None, str]:
+        if self.fallback_to_expert and not isinstance(self.model_client, OfflineExpertClient):
+            self._fault(backend, 0, "fallback", f"{backend} gave no usable reply", f"the {EXPERT_NAME} plays this turn")
             self.note(f"falling back to the {EXPERT_NAME} for this turn")
-            result = await self._expert.create(
-                [SystemMessage(content=system), UserMessage(content=request, source="automodel")]
-            )
             try:
-                return parse(str(result.content)), EXPERT_NAME
-            except ReplyError as exc:
+                result = await self._expert.create(messages)
+                return self._parse(result, parse), EXPERT_NAME
+            except Exception as exc:
                 self.note(f"the {EXPERT_NAME}'s reply was unusable too: {exc}")
+        self._fault(backend, 0, "default", f"{backend} gave no usable reply", "the role's safe default")
         return None, ""
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.backoff_s
+        if base is None:
+            backends = self._run_backends()
+            base = backends.backoff_s if backends is not None else 1.0
+        return min(self.max_backoff_s, base * 2**attempt) * (0.5 + random.random() / 2)
+
+    # --- accounting: usage.json and model_faults.jsonl -------------------------------------
+    def _update_usage(self, backend: str, update: Callable[[dict[str, Any]], None]) -> None:
+        store = self.ctx.store
+        usage = store.usage()
+        entry = usage.setdefault(self.name, {"backend": backend, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        update(entry)
+        write_json_atomic(store.root / "usage.json", usage)
+
+    def _account(self, backend: str, usage: RequestUsage) -> None:
+        self._usage = RequestUsage(
+            prompt_tokens=self._usage.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self._usage.completion_tokens + usage.completion_tokens,
+        )
+        self.ctx.store.add_usage(self.name, backend, usage.prompt_tokens, usage.completion_tokens)
+        prompt_price, completion_price = self.prices()
+        cost = (usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price) / 1000
+        if cost:
+            self._update_usage(backend, lambda e: e.update(cost_usd=round(float(e.get("cost_usd", 0.0)) + cost, 6)))
+
+    def _fault(self, backend: str, attempt: int, kind: str, error: str, action: str) -> None:
+        record = {"time": round(time.time(), 3), "role": self.name, "backend": backend, "attempt": attempt,
+                  "kind": kind, "error": error[:500], "action": action}
+        log.warning("model_fault", **record)
+        with open(self.ctx.store.root / FAULTS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+        def count(entry: dict[str, Any]) -> None:
+            key = {"fallback": "fallbacks", "default": "defaults"}.get(kind)
+            if key:
+                entry[key] = int(entry.get(key, 0)) + 1
+            else:
+                faults = entry.setdefault("faults", {})
+                faults[kind] = int(faults.get(kind, 0)) + 1
+
+        self._update_usage(backend, count)
+
+    def _run_backends(self) -> Any:
+        """The run's backend config (``run.json`` names the file), or None."""
+        if self._backends is None:
+            self._backends = False
+            config_file = self.ctx.run.get("config_file")
+            if config_file:
+                # Imported here: automodel.config imports the roles.
+                from automodel.config import ConfigError, load_backend_config
+
+                try:
+                    self._backends = load_backend_config(config_file)
+                except (ConfigError, OSError) as exc:
+                    log.warning("backend_config_unavailable", role=self.name, error=str(exc))
+        return self._backends or None
+
+    def prices(self) -> tuple[float, float]:
+        """USD per 1000 prompt and completion tokens: set on the role, else from the run's backend config."""
+        if self.price_per_1k_prompt is not None or self.price_per_1k_completion is not None:
+            return float(self.price_per_1k_prompt or 0.0), float(self.price_per_1k_completion or 0.0)
+        backends = self._run_backends()
+        return backends.prices(self.role) if backends is not None else (0.0, 0.0)
+
+    def _cost_cap_reached(self) -> bool:
+        cap = self.ctx.budget.get("max_cost_usd")
+        if cap is None:
+            return False
+        spent = sum(float(e.get("cost_usd", 0.0)) for e in self.ctx.store.usage().values() if isinstance(e, dict))
+        return spent >= float(cap)
 
     # --- Component protocol -------------------------------------------------------------
     def _to_config(self) -> RoleConfig:
@@ -251,6 +388,10 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
             max_retries=self.max_retries,
             fallback_to_expert=self.fallback_to_expert,
             request_timeout_s=self.request_timeout_s,
+            backoff_s=self.backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            price_per_1k_prompt=self.price_per_1k_prompt,
+            price_per_1k_completion=self.price_per_1k_completion,
         )
 
     @classmethod
@@ -263,6 +404,10 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
             max_retries=config.max_retries,
             fallback_to_expert=config.fallback_to_expert,
             request_timeout_s=config.request_timeout_s,
+            backoff_s=config.backoff_s,
+            max_backoff_s=config.max_backoff_s,
+            price_per_1k_prompt=config.price_per_1k_prompt,
+            price_per_1k_completion=config.price_per_1k_completion,
         )
 
 

@@ -46,6 +46,8 @@ class CodeBlock:
     """The last line of prose before the fence (where models put a file name)."""
     info: str = ""
     """The rest of the fence's info string (``title=data.py`` and the like)."""
+    closed: bool = True
+    """False for a last fence never closed (it may end in prose)."""
 
 
 def find_blocks(text: str) -> list[CodeBlock]:
@@ -68,10 +70,11 @@ def find_blocks(text: str) -> list[CodeBlock]:
         while i < len(lines) and not closing.match(lines[i]):
             body.append(lines[i])
             i += 1
+        closed = i < len(lines)
         i += 1  # the closing fence (or past the end)
         code = "\n".join(body)
         blocks.append(CodeBlock(lang=lang, code=code + "\n" if code and not code.endswith("\n") else code,
-                                before=prose, info=info))
+                                before=prose, info=info, closed=closed))
         prose = ""
     return blocks
 
@@ -81,11 +84,11 @@ def extract_code_blocks(text: str) -> list[tuple[str, str]]:
     return [(b.lang, b.code) for b in find_blocks(text)]
 
 
-def _unfenced_code(text: str) -> str | None:
+def _unfenced_code(text: str, *, from_top: bool = False) -> str | None:
     """Python with prose around it and no fence: from the first line that starts code to the
     last line that keeps the module parseable."""
     lines = text.replace("\r\n", "\n").split("\n")
-    start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
+    start = 0 if from_top else next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
     if start is None:
         return None
     for end in range(len(lines), start, -1):
@@ -99,7 +102,14 @@ def _unfenced_code(text: str) -> str | None:
 
 
 def _python_blocks(text: str) -> list[CodeBlock]:
-    blocks = [b for b in find_blocks(text) if b.lang in _PY_LANGS]
+    blocks = []
+    for b in find_blocks(text):
+        if b.lang not in _PY_LANGS:
+            continue
+        if not b.closed:  # an unclosed fence runs to the end of the reply: drop the prose after the code
+            code = _unfenced_code(b.code, from_top=True)
+            b = CodeBlock(lang=b.lang, code=code, before=b.before, info=b.info) if code else b
+        blocks.append(b)
     if not blocks:
         code = _unfenced_code(text)
         if code is not None:
@@ -197,9 +207,9 @@ def undefined_names(source: str) -> list[tuple[str, int]]:
             name = sym.get_name()
             if not sym.is_referenced() or name in known:
                 continue
-            if scope.get_type() == "module" or sym.is_global():
-                if not sym.is_assigned() and not sym.is_imported():
-                    missing.add(name)
+            unbound = not sym.is_assigned() and not sym.is_imported()
+            if unbound and (scope.get_type() == "module" or sym.is_global()):
+                missing.add(name)
         for child in scope.get_children():
             walk(child)
 
