@@ -79,7 +79,9 @@ class BackendConfig(BaseModel):
         out = {}
         for role in ROLE_CLASSES:
             spec = self.spec(role)
-            if spec is None:
+            if role == "executor":
+                out[role] = "no model (runs the harness)"
+            elif spec is None:
                 out[role] = "offline expert"
             else:
                 model = spec.get("config", {}).get("model")

@@ -76,12 +76,20 @@ def write_report(store: RunStore) -> Path:
     if design:
         lines += ["", "## The Architect's design", "", f"{design.get('summary')} ({design.get('author')})", ""]
         lines += [f"- {r}" for r in design.get("rationale", [])]
-    lines += ["", "## Backends and usage", "", "| role | backend | calls | prompt tokens | completion tokens |",
-              "|---|---|---|---|---|"]
+    lines += ["", "## Backends and usage", "",
+              "| role | backend | calls | prompt tokens | completion tokens | faults | fallbacks | cost USD |",
+              "|---|---|---|---|---|---|---|---|"]
+    total_cost = 0.0
     for role, backend in run.get("backends", {}).items():
         u = usage.get(role, {})
+        faults = sum(int(v) for v in dict(u.get("faults", {})).values())
+        cost = float(u.get("cost_usd", 0.0))
+        total_cost += cost
         lines.append(f"| {role} | {u.get('backend', backend)} | {u.get('calls', 0)} | {u.get('prompt_tokens', 0)} | "
-                     f"{u.get('completion_tokens', 0)} |")
+                     f"{u.get('completion_tokens', 0)} | {faults} | {u.get('fallbacks', 0)} | {cost:.4f} |")
+    faults_path = store.root / "model_faults.jsonl"
+    n_faults = len(faults_path.read_text().splitlines()) if faults_path.is_file() else 0
+    lines += ["", f"Total cost: {total_cost:.4f} USD; model faults recorded: {n_faults} (`model_faults.jsonl`)."]
     path = store.root / "report.md"
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
