@@ -163,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``automodel`` command."""
+    from automodel.config import ConfigError
     from automodel.data import DataError
     from automodel.logging import configure_logging
 
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
+        return 2
+    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the run directory keeps every completed attempt (use --resume)[/]")

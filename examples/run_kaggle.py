@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from automodel.cli import main
 
@@ -16,8 +17,9 @@ if __name__ == "__main__":
         i = args.index("--data")
         data = args[i + 1]
         del args[i : i + 2]
-    if "--out" not in args:
-        args += ["--out", "runs/kaggle-demo" if data == "demo" else "runs/kaggle"]
+    if "--out" not in args and "--resume" not in args:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        args += ["--out", f"runs/{'kaggle-demo' if data == 'demo' else 'kaggle'}-{stamp}"]
     if data == "demo" and "--time-budget" not in args:
         args += ["--time-budget", "300"]
     sys.exit(main(["run", data, *args]))
