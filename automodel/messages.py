@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from autogen_agentchat.messages import StructuredMessage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 __all__ = [
     "ENGINEER_OF",
@@ -37,8 +37,15 @@ class TechnicalDesign(BaseModel):
     rationale: list[str] = Field(default_factory=list)
     decisions: dict[str, str] = Field(default_factory=dict)
     """Named choices (backbone, input size, augmentation, schedule, ...) and their values."""
-    components: dict[ComponentName, str]
-    """The source of ``data.py``, ``model.py`` and ``training.py``."""
+    components: dict[str, str]
+    """The source of ``data.py``, ``model.py`` and ``training.py`` (keyed data, model, training)."""
+
+    @field_validator("components")
+    @classmethod
+    def _three_components(cls, value: dict[str, str]) -> dict[str, str]:
+        if set(value) != {"data", "model", "training"}:
+            raise ValueError(f"components must be exactly data, model and training; got {sorted(value)}")
+        return value
     author: str = ""
     """Which backend wrote it (a model name or ``offline expert``)."""
 

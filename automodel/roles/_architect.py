@@ -20,7 +20,7 @@ __all__ = ["ArchitectAgent"]
 def _reference_design(why: str) -> TechnicalDesign:
     return TechnicalDesign(
         summary=f"reference recipe ({why})",
-        components={c: reference_source(c) for c in COMPONENTS},  # type: ignore[misc]
+        components={c: reference_source(c) for c in COMPONENTS},
         author="reference",
     )
 
@@ -48,7 +48,7 @@ class ArchitectAgent(RoleAgent):
                     summary=str(head.get("summary", ""))[:300] or "first pipeline",
                     rationale=[str(r) for r in head.get("rationale", [])][:12],
                     decisions={str(k): str(v) for k, v in dict(head.get("decisions", {})).items()},
-                    components=split_components(text),  # type: ignore[arg-type]
+                    components=split_components(text),
                 )
 
             prompt_vars = {f"interface_{c}": interface_text(c) for c in COMPONENTS}

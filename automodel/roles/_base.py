@@ -179,7 +179,8 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
     # --- AutoGen agent protocol -------------------------------------------------------
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
-        return tuple(StructuredMessage[t] for t in self.output_types)  # type: ignore[valid-type]
+        generic: Any = StructuredMessage
+        return tuple(generic[t] for t in self.output_types)
 
     @property
     def ctx(self) -> RunContext:

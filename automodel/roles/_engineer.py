@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
 from automodel.experts import get_knobs
 from automodel.interfaces import validate_component
-from automodel.messages import AnalystFeedback, ComponentCode, ExecutionError, TechnicalDesign
+from automodel.messages import AnalystFeedback, ComponentCode, ComponentName, ExecutionError, TechnicalDesign
 from automodel.roles._base import RoleAgent, last_of
 from automodel.roles._parse import component_code
 
@@ -34,12 +34,13 @@ def _parse_reply(component: str):  # noqa: ANN202
 class EngineerAgent(RoleAgent):
     """Owns one component file and its interface."""
 
-    component: ClassVar[str] = ""
+    component: ClassVar[ComponentName] = "data"
     output_types = (ComponentCode,)
 
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> ComponentCode:
         trigger = last_of(messages, TechnicalDesign, AnalystFeedback, ExecutionError)
         store = self.ctx.store
+        phase: Literal["init", "revision", "repair"]
         if isinstance(trigger, ExecutionError):
             phase = "repair"
             current = store.read_component(self.component)
@@ -69,15 +70,15 @@ class EngineerAgent(RoleAgent):
         if result is None or result[2]:
             reason = result[1] if result else "no valid code from the backend"
             if phase == "init" and not validate_component(self.component, current):
-                return ComponentCode(component=self.component, code=current, phase="init", iteration=iteration,  # type: ignore[arg-type]
+                return ComponentCode(component=self.component, code=current, phase="init", iteration=iteration,
                                      change=f"kept the Architect's file ({reason})", author=author or "unchanged")
-            return ComponentCode(component=self.component, code=current, change=reason, phase="skip",  # type: ignore[arg-type]
+            return ComponentCode(component=self.component, code=current, change=reason, phase="skip",
                                  iteration=iteration, author=author, knobs=knobs)
         code, change, _ = result
         store.write_component(self.component, code)
         if phase == "revision" and not knobs:
             before, after = get_knobs(current), get_knobs(code)
             knobs = {k: v for k, v in after.items() if before.get(k) != v}
-        return ComponentCode(component=self.component, code=code, change=change, phase=phase,  # type: ignore[arg-type]
+        return ComponentCode(component=self.component, code=code, change=change, phase=phase,
                              iteration=iteration, author=author, knobs=knobs)
 

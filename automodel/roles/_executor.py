@@ -6,14 +6,21 @@ import asyncio
 import json
 import shutil
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
 from automodel.executors import ExecutionResult
 from automodel.interfaces import COMPONENT_FILES, REFERENCE_DIR, validate_components
-from automodel.messages import ENGINEER_OF, ComponentCode, ExecutionError, RunReport, TechnicalDesign
+from automodel.messages import (
+    ENGINEER_OF,
+    ComponentCode,
+    ComponentName,
+    ExecutionError,
+    RunReport,
+    TechnicalDesign,
+)
 from automodel.roles._base import RoleAgent, last_of
 from automodel.store import Attempt, AttemptStatus
 
@@ -60,7 +67,9 @@ class ExecutorAgent(RoleAgent):
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> RunReport | ExecutionError:
         ctx = self.ctx
         store = ctx.store
-        self._begin(last_of(messages, ComponentCode), last_of(messages, TechnicalDesign))  # type: ignore[arg-type]
+        code, design = last_of(messages, ComponentCode), last_of(messages, TechnicalDesign)
+        self._begin(code if isinstance(code, ComponentCode) else None,
+                    design if isinstance(design, TechnicalDesign) else None)
         iteration = store.next_iteration()
         workdir = store.iteration_dir(iteration)
         if workdir.exists():  # left by a run killed mid-attempt
@@ -122,30 +131,40 @@ class ExecutorAgent(RoleAgent):
                 images_per_s=float(metrics.get("images_per_s", 0.0)),
             )
 
-        record_status = "invalid" if status == "invalid" else status
-        store.record(Attempt(iteration=iteration, target=self._target, change=self._change, status=record_status,  # type: ignore[arg-type]
+        record_status: Literal["invalid", "crashed", "timeout"] = (
+            "invalid" if status == "invalid" else "timeout" if status == "timeout" else "crashed"
+        )
+        store.record(Attempt(iteration=iteration, target=self._target, change=self._change, status=record_status,
                              seconds=round(seconds, 1), component=component or None,
                              error=f"{error_type}: {message}"[:500], best_val_accuracy=best_before, knobs=self._knobs))
         repairable = status in ("crashed", "invalid") and self._repairs < max_repairs
         if repairable:
-            owner = component if component in ENGINEER_OF else _owner_of(self._target)
+            owner = _as_component(component) if component in ENGINEER_OF else _owner_of(self._target)
             return ExecutionError(
-                iteration=iteration, component=owner, status=record_status,  # type: ignore[arg-type]
+                iteration=iteration, component=owner, status=record_status,
                 error_type=error_type, message=message[:1500], lines=lines[:12],
                 traceback_tail=(result.error.traceback[-1500:] if result and result.error else ""),
                 repair_attempt=self._repairs + 1, max_repairs=max_repairs,
             )
         store.reset_draft(None if store.best_dir.exists() else REFERENCE_DIR)
         return RunReport(
-            iteration=iteration, status=record_status, target=self._target, change=self._change,  # type: ignore[arg-type]
+            iteration=iteration, status=record_status, target=self._target, change=self._change,
             best_val_accuracy=best_before, seconds=round(seconds, 1), error=f"{component}: {error_type}: {message}"[:800],
             log_tail=(result.log_tail[-15:] if result else []),
         )
 
 
-def _owner_of(target: str) -> str:
+def _as_component(name: str) -> ComponentName:
+    if name == "data":
+        return "data"
+    if name == "model":
+        return "model"
+    return "training"
+
+
+def _owner_of(target: str) -> ComponentName:
     """The component whose engineer answers for an unattributed failure of ``target``'s change."""
     for component, role in ENGINEER_OF.items():
         if role == target:
-            return component
+            return _as_component(component)
     return "training"
