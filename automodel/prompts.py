@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import re
 from functools import cache
 from pathlib import Path
@@ -39,9 +40,14 @@ _CONTRACT_TYPES = {
 
 
 def prompts_dir() -> Path:
-    """``$AUTOMODEL_PROMPTS_DIR`` or the ``prompts/`` folder of the source tree."""
+    """``$AUTOMODEL_PROMPTS_DIR``, else the source tree's ``prompts/`` (editable installs),
+    else ``<prefix>/share/automodel/prompts`` (where a wheel installs them)."""
     env = os.environ.get("AUTOMODEL_PROMPTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "prompts"
+    if env:
+        return Path(env)
+    source = Path(__file__).resolve().parents[1] / "prompts"
+    installed = Path(sys.prefix) / "share" / "automodel" / "prompts"
+    return source if source.is_dir() or not installed.is_dir() else installed
 
 
 @cache
