@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import re
+import sys
 from functools import cache
 from pathlib import Path
 from string import Template
