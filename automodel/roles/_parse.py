@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import json
 import re
 import symtable
@@ -147,16 +148,11 @@ def _balanced_objects(text: str) -> list[str]:
 
 
 def _loads_lenient(candidate: str) -> Any:
-    try:
-        return json.loads(candidate)
-    except ValueError:
-        pass
-    # Common slips: trailing commas, Python literals (single quotes, True/False/None).
+    # Strict first, then common slips: trailing commas, Python literals (single quotes, True/False/None).
     repaired = re.sub(r",\s*([}\]])", r"\1", candidate)
-    try:
-        return json.loads(repaired)
-    except ValueError:
-        pass
+    for text in (candidate, repaired):
+        with contextlib.suppress(ValueError):
+            return json.loads(text)
     try:
         return ast.literal_eval(re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", repaired))))
     except (ValueError, SyntaxError, MemoryError, RecursionError):
