@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from automodel.experts import get_knobs
-from automodel.harness import CandidateRunner, copy_components
+from automodel.harness import copy_components
 from automodel.interfaces import COMPONENTS, REFERENCE_DIR
 from automodel.workspace import Workspace, open_workspace
 from benchmarks.datasets import BenchDataset, resolve
@@ -117,7 +117,7 @@ def _automodel(ds: BenchDataset, job: Job, out: Path) -> dict[str, Any]:
 
     opts = RunOptions(data=ds.spec, out=out, description=_description(ds, job), iterations=1000,
                       time_budget_s=job.budget_s, candidate_budget_s=job.candidate_s, device=job.device,
-                      seed=job.seed, zero_shot=job.contender != "automodel-no-zero-shot")
+                      seed=job.seed, zero_shot=job.contender != "automodel-no-zero-shot", threads=job.threads)
     log = io.StringIO()
     t0 = time.time()
     final = run_team(opts, console=Console(file=log, width=200, highlight=False))
@@ -144,8 +144,8 @@ def _automodel(ds: BenchDataset, job: Job, out: Path) -> dict[str, Any]:
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job from scratch (its run directory is wiped first); return its record."""
     if job.threads:
-        # RunOptions has no thread setting; CandidateRunner's keyword default reaches every candidate.
-        CandidateRunner.__init__.__kwdefaults__["threads"] = job.threads  # type: ignore[index]
+        # Every candidate's harness reads OMP_NUM_THREADS (two 2-thread jobs on 2 cores thrash).
+        os.environ["OMP_NUM_THREADS"] = str(job.threads)
     ds = resolve(job.dataset, full=job.full)
     out = Path(job.out_root) / job.name
     shutil.rmtree(out, ignore_errors=True)
