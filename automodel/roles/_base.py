@@ -29,7 +29,6 @@ from autogen_core.models import (
 from pydantic import BaseModel
 
 from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
-from automodel.harness import write_json_atomic
 from automodel.prompts import render_prompt
 from automodel.roles._context import RunContext, open_context
 
@@ -37,9 +36,6 @@ __all__ = ["ReplyError", "RoleAgent", "RoleConfig", "fault_kind", "retry_after_s
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-FAULTS_FILE = "model_faults.jsonl"
-"""One line per model fault in the run directory: role, backend, attempt, kind, error, action."""
 
 _REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|sorry, (but )?i|i can(no|')t (help|assist|comply|do that|provide)|"
@@ -316,13 +312,6 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         return min(self.max_backoff_s, base * 2**attempt) * (0.5 + random.random() / 2)
 
     # --- accounting: usage.json and model_faults.jsonl -------------------------------------
-    def _update_usage(self, backend: str, update: Callable[[dict[str, Any]], None]) -> None:
-        store = self.ctx.store
-        usage = store.usage()
-        entry = usage.setdefault(self.name, {"backend": backend, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        update(entry)
-        write_json_atomic(store.root / "usage.json", usage)
-
     def _account(self, backend: str, usage: RequestUsage) -> None:
         self._usage = RequestUsage(
             prompt_tokens=self._usage.prompt_tokens + usage.prompt_tokens,
@@ -332,14 +321,13 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         prompt_price, completion_price = self.prices()
         cost = (usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price) / 1000
         if cost:
-            self._update_usage(backend, lambda e: e.update(cost_usd=round(float(e.get("cost_usd", 0.0)) + cost, 6)))
+            self.ctx.store.update_usage(self.name, backend, lambda e: e.update(cost_usd=round(float(e.get("cost_usd", 0.0)) + cost, 6)))
 
     def _fault(self, backend: str, attempt: int, kind: str, error: str, action: str) -> None:
         record = {"time": round(time.time(), 3), "role": self.name, "backend": backend, "attempt": attempt,
                   "kind": kind, "error": error[:500], "action": action}
         log.warning("model_fault", **record)
-        with open(self.ctx.store.root / FAULTS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.ctx.store.add_fault(record)
 
         def count(entry: dict[str, Any]) -> None:
             key = {"fallback": "fallbacks", "default": "defaults"}.get(kind)
@@ -349,7 +337,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
                 faults = entry.setdefault("faults", {})
                 faults[kind] = int(faults.get(kind, 0)) + 1
 
-        self._update_usage(backend, count)
+        self.ctx.store.update_usage(self.name, backend, count)
 
     def _run_backends(self) -> Any:
         """The run's backend config (``run.json`` names the file), or None."""

@@ -10,6 +10,9 @@ OUT/
   final.json      test accuracy of the best, scored once
   submission.csv  when the test set is unlabeled
   team_state.json the AutoGen team's saved state
+  summaries.jsonl the Summarizer's history entries
+  usage.json      per role: backend, calls, tokens, cost, faults, fallbacks
+  model_faults.jsonl one line per model fault (timeout, 429, unusable reply, ...) and the action taken
   data/           the prepared dataset (train/val arrays, unlabeled test images)
   private/        held-out test labels: never given to component code
 ```
@@ -21,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,16 +195,27 @@ class RunStore:
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     # usage
+    def update_usage(self, role: str, backend: str, update: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``update`` to ``role``'s entry of ``usage.json`` (created on first use), atomically."""
+        usage = self.usage()
+        entry = usage.setdefault(role, {"backend": backend, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        update(entry)
+        write_json_atomic(self.root / "usage.json", usage)
+
     def add_usage(self, role: str, backend: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Count one model call of ``role`` in ``usage.json``."""
-        path = self.root / "usage.json"
-        usage = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        entry = usage.setdefault(role, {"backend": backend, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        entry["backend"] = backend
-        entry["calls"] += 1
-        entry["prompt_tokens"] += int(prompt_tokens)
-        entry["completion_tokens"] += int(completion_tokens)
-        write_json_atomic(path, usage)
+
+        def count(entry: dict[str, Any]) -> None:
+            entry["backend"] = backend
+            entry["calls"] += 1
+            entry["prompt_tokens"] += int(prompt_tokens)
+            entry["completion_tokens"] += int(completion_tokens)
+
+        self.update_usage(role, backend, count)
+
+    def add_fault(self, record: dict[str, Any]) -> None:
+        """Append one model fault to ``model_faults.jsonl`` (fsynced)."""
+        _fsync_append(self.root / "model_faults.jsonl", json.dumps(record, default=str))
 
     def usage(self) -> dict[str, Any]:
         path = self.root / "usage.json"
