@@ -39,32 +39,32 @@ class RunSettings(BaseModel):
     out: Path
     description: str = ""
     seed: int = 0
-    val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
     id_col: str | None = None
     label_col: str | None = None
     weights_dir: str | None = None
-    max_train: int | None = Field(None, ge=2)
-    max_test: int | None = Field(None, ge=1)
+    max_train: int | None = Field(default=None, ge=2)
+    max_test: int | None = Field(default=None, ge=1)
 
     # The budget.
-    time_budget_s: float = Field(900.0, gt=0)
-    iterations: int | None = Field(None, ge=0)
+    time_budget_s: float = Field(default=900.0, gt=0)
+    iterations: int | None = Field(default=None, ge=0)
     """Attempts after the first pipeline; None: as many as the time budget allows."""
-    candidate_budget_s: float | None = Field(None, gt=0)
+    candidate_budget_s: float | None = Field(default=None, gt=0)
     """Training seconds of one exploration candidate; None: planned from the budget."""
     strategy: Strategy = "budgeted"
     """``budgeted``: explore cheap, then train the best long; ``paper``: equal shares, every attempt from scratch."""
-    final_share: float = Field(0.4, ge=0.0, le=0.9)
+    final_share: float = Field(default=0.4, ge=0.0, le=0.9)
     """Share of the time budget kept for the final training of the best configuration (budgeted strategy)."""
-    target: float | None = Field(None, gt=0, le=1)
-    token_budget: int | None = Field(None, ge=1)
+    target: float | None = Field(default=None, gt=0, le=1)
+    token_budget: int | None = Field(default=None, ge=1)
     """Total LLM tokens (prompt + completion) before the team stops."""
-    max_cost_usd: float | None = Field(None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
     """Spend cap for priced backends; once spent, the offline expert plays their turns."""
-    max_repairs: int = Field(2, ge=0)
-    candidate_overhead_s: float = Field(20.0, ge=0)
+    max_repairs: int = Field(default=2, ge=0)
+    candidate_overhead_s: float = Field(default=20.0, ge=0)
     """Seconds an attempt costs besides training (process start, smoke test, scoring), until measured."""
-    min_candidate_s: float = Field(8.0, gt=0)
+    min_candidate_s: float = Field(default=8.0, gt=0)
     """The least training time worth starting a candidate for."""
 
     # The team.
@@ -76,14 +76,14 @@ class RunSettings(BaseModel):
 
     # Where candidates run.
     device: str = "auto"
-    threads: int = Field(0, ge=0)
+    threads: int = Field(default=0, ge=0)
     """CPU threads per candidate (0: all this process may use)."""
-    memory_limit_mb: int | None = Field(None, ge=256)
-    max_epochs: int | None = Field(None, ge=1)
+    memory_limit_mb: int | None = Field(default=None, ge=256)
+    max_epochs: int | None = Field(default=None, ge=1)
     executor: str = "local"
 
     # Not stored as a setting of the run, only of this invocation.
-    resume: bool = Field(False, exclude=True)
+    resume: bool = Field(default=False, exclude=True)
 
     @classmethod
     def build(cls, **given: Any) -> RunSettings:

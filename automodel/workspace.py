@@ -32,7 +32,7 @@ class Environment:
     memory_gb: float = 0.0
     pretrained: PretrainedInfo = field(default_factory=PretrainedInfo)
 
-    def as_context(self, candidate_budget_s: float) -> dict[str, Any]:
+    def as_context(self) -> dict[str, Any]:
         """The environment as the roles' prompts show it."""
         return {
             "device": self.device,
@@ -41,7 +41,6 @@ class Environment:
             "gpu_memory_gb": round(self.gpu_memory_gb, 1),
             "cpu_count": self.cpu_count,
             "memory_gb": round(self.memory_gb, 1),
-            "candidate_budget_s": round(candidate_budget_s, 1),
             "pretrained": {"hub": self.pretrained.hub_available, "local": sorted(self.pretrained.local)},
         }
 

@@ -7,7 +7,7 @@ every epoch, and writes ``metrics.json``, ``checkpoint.pt`` and ``result.json`` 
 ``@@AM {json}`` lines. Use an executor (:mod:`automodel.executors`) to start it.
 """
 
-from automodel.harness._client import CandidateRunner, copy_components
+from automodel.harness._client import CandidateRunner, copy_components, declared_features
 from automodel.harness._job import ERROR_EXIT_CODE, EVENT_PREFIX, HarnessJob, emit, write_json_atomic
 
-__all__ = ["ERROR_EXIT_CODE", "EVENT_PREFIX", "CandidateRunner", "copy_components", "HarnessJob", "emit", "write_json_atomic"]
+__all__ = ["ERROR_EXIT_CODE", "EVENT_PREFIX", "CandidateRunner", "copy_components", "declared_features", "HarnessJob", "emit", "write_json_atomic"]
