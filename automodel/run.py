@@ -15,21 +15,12 @@ from typing import Any
 import structlog
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import ExternalTermination
-from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ThoughtEvent
 from rich.console import Console
 
-from automodel._console import EventPrinter
+from automodel._console import Display, PlainDisplay
 from automodel.config import load_backend_config, make_clients
 from automodel.data import flip_change_rate
 from automodel.harness import write_json_atomic
-from automodel.messages import (
-    AnalystFeedback,
-    ComponentCode,
-    ExecutionError,
-    HistoryEntry,
-    RunReport,
-    TechnicalDesign,
-)
 from automodel.report import write_report
 from automodel.roles import forget_context, open_context
 from automodel.store import RunStore
@@ -135,47 +126,14 @@ def _flip_rate(ws: Workspace) -> float:
     return flip_change_rate(x, y, ws.data.meta.num_classes)
 
 
-class _MessagePrinter:
-    """One line per team message: who speaks and what it says."""
+async def run_team_async(opts: RunOptions, *, console: Console | None = None,
+                         display: Display | None = None) -> dict[str, Any]:
+    """Run (or resume) the team until its budget ends; then score the best once.
 
-    def __init__(self, console: Console):
-        self.console = console
-
-    def __call__(self, item: Any) -> None:
-        if isinstance(item, ThoughtEvent):
-            self.console.print(f"    [dim]{item.source}: {item.content[:200]}[/]")
-            return
-        if not isinstance(item, BaseChatMessage):
-            return
-        who = f"[bold cyan]{item.source:>17}[/]"
-        if not isinstance(item, StructuredMessage):
-            self.console.print(f"{who} {item.to_text()[:200]}")
-            return
-        c = item.content
-        if isinstance(c, TechnicalDesign):
-            text = f"design ({c.author}): {c.summary}"
-            for r in c.rationale[:4]:
-                text += f"\n{'':>18}- {r}"
-        elif isinstance(c, ComponentCode):
-            text = f"{c.component}.py [{c.phase}] {c.change[:160]}"
-        elif isinstance(c, ExecutionError):
-            text = f"[red]#{c.iteration} {c.status} in {c.component}.py: {c.error_type}: {c.message[:160]}[/] (repair {c.repair_attempt}/{c.max_repairs})"
-        elif isinstance(c, RunReport):
-            acc = f"val {c.val_accuracy:.4f}" if c.val_accuracy is not None else c.error[:140]
-            color = {"improved": "green", "discarded": "yellow"}.get(c.status, "red")
-            text = f"[{color}]#{c.iteration} {c.status}[/]: {acc}; best {c.best_val_accuracy} ({c.seconds:.0f}s)"
-        elif isinstance(c, HistoryEntry):
-            text = f"[dim]{c.summary[:240]}[/]"
-        elif isinstance(c, AnalystFeedback):
-            text = f"-> {c.target}: {c.diagnosis[:120]} Change: {c.change[:120]}"
-        else:
-            text = str(c)[:200]
-        self.console.print(f"{who} {text}")
-
-
-async def run_team_async(opts: RunOptions, *, console: Console | None = None) -> dict[str, Any]:
-    """Run (or resume) the team until its budget ends; then score the best once."""
+    ``display`` renders progress (default: plain lines on ``console``; see :func:`automodel._console.make_display`).
+    """
     console = console or Console(highlight=False)
+    display = display or PlainDisplay(console)
     store = prepare_run(opts)
     ctx = open_context(store.root)
     run = store.read_run()
@@ -185,8 +143,8 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
     console.print(f"device {env['device']}, pretrained weights: hub={env['pretrained']['hub']} "
                   f"local={env['pretrained']['local']}; budget {run['budget']['time_budget_s']:.0f}s, "
                   f"{run['budget']['max_attempts']} attempts, {run['budget']['candidate_budget_s']:.0f}s per candidate")
-    printer = EventPrinter(console, prefix="    ")
-    ctx.on_event.append(printer)
+    display.start(store.root, run)
+    ctx.on_event.append(display.on_event)
     ctx.session_start = time.time()
     backends = load_backend_config(Path(run["config_file"]) if run.get("config_file") else None)
     external = ExternalTermination()
@@ -213,7 +171,6 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, on_sigint)
-    show = _MessagePrinter(console)
     stop_reason = ""
     try:
         while True:
@@ -222,7 +179,7 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
                 if isinstance(item, TaskResult):
                     result = item
                 else:
-                    show(item)
+                    display.on_message(item)
             task = None
             await _save(store, team, ctx)
             stop_reason = (result.stop_reason or "") if result else ""
@@ -232,12 +189,14 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None) ->
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
-        ctx.on_event.remove(printer)
+        ctx.on_event.remove(display.on_event)
+        display.stop()
     console.print(f"[bold]team stopped[/]: {stop_reason or 'interrupted'}")
     final = await asyncio.to_thread(finalize, store, console=console)
     store.update_run(status="done" if not external.terminated else "stopped", stop_reason=stop_reason)
     write_report(store)
-    console.print(f"report: {store.root / 'report.md'}")
+    console.print(f"report: {store.root / 'report.html'} (and report.md)")
+    display.finish(final)
     return final
 
 
@@ -248,9 +207,9 @@ async def _save(store: RunStore, team: Any, ctx: Any) -> None:
     ctx.session_start = time.time()
 
 
-def run_team(opts: RunOptions, *, console: Console | None = None) -> dict[str, Any]:
+def run_team(opts: RunOptions, *, console: Console | None = None, display: Display | None = None) -> dict[str, Any]:
     """Synchronous wrapper of :func:`run_team_async`."""
-    return asyncio.run(run_team_async(opts, console=console))
+    return asyncio.run(run_team_async(opts, console=console, display=display))
 
 
 def finalize(store: RunStore, *, console: Console | None = None) -> dict[str, Any]:

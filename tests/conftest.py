@@ -42,3 +42,24 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+FAKE_SECRET = "sk-automodel-test-FAKE-1234567890abcdef"
+"""An API key placed in the environment of :func:`tiny_run`; it must never reach the run directory."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """One real, small ``automodel run demo --json`` (two attempts, about 40 s on 2 cores), shared by the
+    report, console and log tests. Returns the finished ``subprocess.CompletedProcess`` and its run directory."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    cmd = [sys.executable, "-m", "automodel.cli", "run", "demo", "--out", str(out), "--iterations", "1",
+           "--candidate-budget", "10", "--time-budget", "120", "--device", "cpu", "--threads", "1",
+           "--max-train", "400", "--json"]
+    env = {**os.environ, "OPENAI_API_KEY": FAKE_SECRET, "AUTOMODEL_LOG_LEVEL": "INFO"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done, out

@@ -1,15 +1,14 @@
-"""The run report: ``report.md`` in the run directory, from the run directory alone."""
+"""``report.md``: the run in Markdown, from the run directory alone."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from automodel.experts import get_knobs
 from automodel.interfaces import COMPONENT_FILES
 from automodel.store import RunStore
 
-__all__ = ["write_report"]
+__all__ = ["render_markdown"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -26,8 +25,8 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4f}" if isinstance(x, float) else "-"
 
 
-def write_report(store: RunStore) -> Path:
-    """Write ``report.md``: data, backends, every attempt, the best candidate, the final score."""
+def render_markdown(store: RunStore) -> str:
+    """Data, backends, every attempt, the best candidate, the final score."""
     run = store.read_run()
     history = store.history()
     final = json.loads((store.root / "final.json").read_text()) if (store.root / "final.json").is_file() else {}
@@ -68,7 +67,8 @@ def write_report(store: RunStore) -> Path:
         lines += ["", "## Best candidate", "",
                   f"Validation accuracy per epoch: `{_spark(curve)}` {', '.join(f'{v:.3f}' for v in curve)}", ""]
         for _component, name in COMPONENT_FILES.items():
-            knobs = get_knobs((store.best_dir / name).read_text())
+            path = store.best_dir / name
+            knobs = get_knobs(path.read_text(encoding="utf-8")) if path.is_file() else {}
             if knobs:
                 lines.append(f"- `{name}`: " + ", ".join(f"{k}={v!r}" for k, v in knobs.items()))
         lines += ["", "Code: `best/data.py`, `best/model.py`, `best/training.py`; weights: `best/checkpoint.pt`."]
@@ -90,8 +90,4 @@ def write_report(store: RunStore) -> Path:
     faults_path = store.root / "model_faults.jsonl"
     n_faults = len(faults_path.read_text().splitlines()) if faults_path.is_file() else 0
     lines += ["", f"Total cost: {total_cost:.4f} USD; model faults recorded: {n_faults} (`model_faults.jsonl`)."]
-    path = store.root / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return "\n".join(lines) + "\n"
