@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import signal
 import time
@@ -24,6 +23,7 @@ from automodel.harness import write_json_atomic
 from automodel.report import write_report
 from automodel.roles import forget_context, open_context
 from automodel.store import RunStore
+from automodel.submission import preflight_run, write_submission
 from automodel.team import build_team, task_text
 from automodel.workspace import Workspace, open_workspace
 
@@ -135,6 +135,8 @@ async def run_team_async(opts: RunOptions, *, console: Console | None = None,
     console = console or Console(highlight=False)
     display = display or PlainDisplay(console)
     store = prepare_run(opts)
+    for warning in preflight_run(store.root):  # before any training: the final submission.csv will be accepted
+        console.print(f"[yellow]submission: {warning}[/]")
     ctx = open_context(store.root)
     run = store.read_run()
     console.print(f"[bold]AutoModel[/] run in {store.root} ({'resumed' if opts.resume else 'new'}); "
@@ -259,15 +261,7 @@ def finalize(store: RunStore, *, console: Console | None = None) -> dict[str, An
                 final["test_size"] = len(targets)
             sub = data.meta.submission
             if sub is not None:
-                by_id = dict(zip(data.test_ids, preds, strict=True))
-                tmp = store.root / ".submission.csv.tmp"
-                with open(tmp, "w", newline="", encoding="utf-8") as f:
-                    writer = csv.writer(f)
-                    writer.writerow([sub.id_col, sub.label_col])
-                    for i in sub.ids:
-                        if i in by_id:
-                            writer.writerow([i, classes[by_id[i]]])
-                tmp.replace(store.root / "submission.csv")
+                write_submission(store.root / "submission.csv", sub, classes, data.test_ids, preds)
                 final["submission"] = str(store.root / "submission.csv")
     write_json_atomic(store.root / "final.json", final)
     console.print(
