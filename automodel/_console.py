@@ -223,24 +223,26 @@ class LiveDisplay(PlainDisplay):
                                  TimeRemainingColumn(), console=console)
         self._task = self.progress.add_task("no candidate training yet", total=1, visible=False)
         self._epochs = 0
-        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+        self.live = Live(self.render(), console=console, refresh_per_second=4, transient=True)
 
     def start(self, root: Path, run: dict[str, Any]) -> None:
         super().start(root, run)
         self.live.start()
         self._refresh()
 
-    def _render(self) -> Group:
+    def render(self) -> Group:
+        """The live panel as it stands."""
         tokens, cost = self.usage() if self.root else (0, 0.0)
         table = Table.grid(padding=(0, 2))
         table.add_row("[bold]now[/]", f"[bold cyan]{self.speaker}[/]: {self.doing}")
         best = f"{self.best:.4f}" if self.best is not None else "-"
-        table.add_row("[bold]attempt[/]", f"{max(self.attempt, 1)} of {self.max_attempts or '?'}; best val acc {best}")
+        current = min(self.attempt + 1, self.max_attempts) if self.max_attempts else self.attempt + 1
+        table.add_row("[bold]attempt[/]", f"{current} of {self.max_attempts or '?'}; best val acc {best}")
         table.add_row("[bold]spent[/]", f"{tokens} tokens, {cost:.4f} USD")
         return Group(table, self.progress)
 
     def _refresh(self) -> None:
-        self.live.update(self._render())
+        self.live.update(self.render())
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")

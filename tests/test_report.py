@@ -43,6 +43,8 @@ def test_report_of_a_finished_run_is_self_contained(tiny_run):
     assert correct / final["test_size"] == pytest.approx(final["test_accuracy"], abs=1e-4)
     for name in ("data.py", "model.py", "training.py"):
         assert name in html
+    # The Analyst's backend rejected the key (see the tiny_run fixture): a fault row, the key redacted.
+    assert "AuthenticationError" in html and "[redacted]" in html
 
 
 def test_report_of_a_crashed_run_says_what_is_missing(tiny_run, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from automodel._logs import redact
 from automodel.report._collect import RunView, load_run_view
 from automodel.report._html import render_html
 from automodel.report._markdown import render_markdown
@@ -32,8 +33,8 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     """
     view = load_run_view(run_dir)
     md, html = view.root / "report.md", view.root / "report.html"
-    _write_atomic(md, render_markdown(RunStore(view.root)))
-    _write_atomic(html, render_html(view))
+    _write_atomic(md, redact(render_markdown(RunStore(view.root))))
+    _write_atomic(html, redact(render_html(view)))
     return md, html
 
 
