@@ -270,8 +270,8 @@ class LiveDisplay(PlainDisplay):
             nxt = select_next_speaker([item])
             if nxt:
                 self.speaker, self.doing = nxt, DOING.get(nxt, "")
-                if nxt == "executor":
-                    self.progress.update(self._task, visible=False)
+            if isinstance(item, StructuredMessage) and isinstance(item.content, (RunReport, ExecutionError)):
+                self.progress.update(self._task, visible=False)  # that candidate is done
         self._refresh()
 
     def stop(self) -> None:

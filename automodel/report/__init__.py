@@ -33,7 +33,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     """
     view = load_run_view(run_dir)
     md, html = view.root / "report.md", view.root / "report.html"
-    _write_atomic(md, redact(render_markdown(RunStore(view.root))))
+    _write_atomic(md, redact(render_markdown(view)))
     _write_atomic(html, redact(render_html(view)))
     return md, html
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from automodel.data import DataError, PreparedData
 from automodel.interfaces import COMPONENT_FILES
-from automodel.store import Attempt, RunStore
+from automodel.store import Attempt
 
 __all__ = ["RunView", "load_run_view"]
 
@@ -92,6 +92,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _history(path: Path) -> list[Attempt]:
+    out = []
+    for item in _read_jsonl(path):
+        try:
+            out.append(Attempt.model_validate(item))
+        except ValueError:
+            continue
+    return out
+
+
 def _samples(data_dir: Path, classes: list[str], notes: list[str]) -> dict[str, np.ndarray]:
     """A few training images per class from the prepared cache (train split only)."""
     try:
@@ -140,27 +150,28 @@ def load_run_view(root: str | Path, *, with_samples: bool = True) -> RunView:
         raise FileNotFoundError(
             f"{root} is not a run directory (no run.json or history.jsonl); pass the --out folder of `automodel run`."
         )
-    store = RunStore(root)
     notes: list[str] = []
     run = _read_json(root / "run.json", notes) or {}
     final = _read_json(root / "final.json", notes) or {}
     usage = _read_json(root / "usage.json", notes) or {}
     meta = _read_json(root / "data" / "meta.json", notes)
-    best_metrics = _read_json(store.best_dir / "metrics.json", notes)
-    best_iteration: int | None = None
-    if (store.best_dir / "ITERATION").is_file():
-        best_iteration = int((store.best_dir / "ITERATION").read_text().strip() or 0) or None
-    best_code = {
-        name: (store.best_dir / name).read_text(encoding="utf-8")
-        for name in COMPONENT_FILES.values()
-        if (store.best_dir / name).is_file()
-    }
+    best_dir = root / "best"  # read only: a running run may be swapping it, never "recover" it from here
+    best_metrics = _read_json(best_dir / "metrics.json", notes)
+    best_iteration = None
+    best_code: dict[str, str] = {}
+    try:
+        best_iteration = int((best_dir / "ITERATION").read_text().strip() or 0) or None
+        for name in COMPONENT_FILES.values():
+            best_code[name] = (best_dir / name).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        if best_metrics is not None:
+            notes.append("best/ changed while it was read (the run is promoting a candidate); rebuild the report.")
     summaries = {int(s["iteration"]): str(s.get("summary", "")) for s in _read_jsonl(root / "summaries.jsonl")
                  if isinstance(s.get("iteration"), int)}
     view = RunView(
         root=root,
         run=run,
-        history=store.history(),
+        history=_history(root / "history.jsonl"),
         final=final,
         usage=usage,
         faults=_read_jsonl(root / "model_faults.jsonl"),
@@ -172,7 +183,7 @@ def load_run_view(root: str | Path, *, with_samples: bool = True) -> RunView:
         notes=notes,
     )
     if with_samples and meta is not None:
-        view.samples = _samples(store.data_dir, view.classes, notes)
+        view.samples = _samples(root / "data", view.classes, notes)
     elif meta is None:
         notes.append("the prepared data (data/meta.json) is missing: no sample images or class counts from it.")
     if "test_accuracy" in final:  # the test labels were scored once already; nothing is learned from them here

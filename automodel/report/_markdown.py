@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from automodel.experts import get_knobs
-from automodel.interfaces import COMPONENT_FILES
-from automodel.store import RunStore
+from automodel.report._collect import RunView
 
 __all__ = ["render_markdown"]
 
@@ -25,12 +22,9 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4f}" if isinstance(x, float) else "-"
 
 
-def render_markdown(store: RunStore) -> str:
+def render_markdown(view: RunView) -> str:
     """Data, backends, every attempt, the best candidate, the final score."""
-    run = store.read_run()
-    history = store.history()
-    final = json.loads((store.root / "final.json").read_text()) if (store.root / "final.json").is_file() else {}
-    usage = store.usage()
+    run, history, final, usage = view.run, view.history, view.final, view.usage
     lines = [f"# AutoModel run: {run.get('data', '')}", ""]
     if run.get("description"):
         lines += [f"> {run['description']}", ""]
@@ -42,7 +36,7 @@ def render_markdown(store: RunStore) -> str:
         f"- device: {env.get('device')}; pretrained weights: hub={env.get('pretrained', {}).get('hub')}, "
         f"local={env.get('pretrained', {}).get('local')}",
         f"- budget: {budget.get('time_budget_s')}s, {budget.get('max_attempts')} attempts, "
-        f"{budget.get('candidate_budget_s', 0):.0f}s per candidate; status {run.get('status')} ({run.get('stop_reason', '')})",
+        f"{budget.get('candidate_budget_s', 0):.0f}s per candidate; status {view.status} ({run.get('stop_reason', '')})",
         "",
         "## Result",
         "",
@@ -61,14 +55,13 @@ def render_markdown(store: RunStore) -> str:
         change = a.change.replace("|", "/").replace("\n", " ")[:110]
         lines.append(f"| {a.iteration} | {a.target} | {change} | {a.status} | {_fmt(a.val_accuracy)} | "
                      f"{_fmt(a.best_val_accuracy)} | {a.seconds:.0f} |")
-    metrics = store.best_metrics()
+    metrics = view.best_metrics
     if metrics:
         curve = [e["val_accuracy"] for e in metrics.get("history", [])]
         lines += ["", "## Best candidate", "",
                   f"Validation accuracy per epoch: `{_spark(curve)}` {', '.join(f'{v:.3f}' for v in curve)}", ""]
-        for _component, name in COMPONENT_FILES.items():
-            path = store.best_dir / name
-            knobs = get_knobs(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        for name, code in view.best_code.items():
+            knobs = get_knobs(code)
             if knobs:
                 lines.append(f"- `{name}`: " + ", ".join(f"{k}={v!r}" for k, v in knobs.items()))
         lines += ["", "Code: `best/data.py`, `best/model.py`, `best/training.py`; weights: `best/checkpoint.pt`."]
@@ -87,7 +80,6 @@ def render_markdown(store: RunStore) -> str:
         total_cost += cost
         lines.append(f"| {role} | {u.get('backend', backend)} | {u.get('calls', 0)} | {u.get('prompt_tokens', 0)} | "
                      f"{u.get('completion_tokens', 0)} | {faults} | {u.get('fallbacks', 0)} | {cost:.4f} |")
-    faults_path = store.root / "model_faults.jsonl"
-    n_faults = len(faults_path.read_text().splitlines()) if faults_path.is_file() else 0
+    n_faults = len(view.faults)
     lines += ["", f"Total cost: {total_cost:.4f} USD; model faults recorded: {n_faults} (`model_faults.jsonl`)."]
     return "\n".join(lines) + "\n"
