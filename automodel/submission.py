@@ -100,7 +100,10 @@ def read_sample(fmt: SubmissionFormat, classes: Sequence[str]) -> SampleSubmissi
     Raises:
         SubmissionError: the sample cannot be read, or its id column is missing.
     """
-    if not fmt.sample_path:
+    if fmt.sample_path and not Path(fmt.sample_path).is_file():
+        log.warning("submission.sample_missing", sample=fmt.sample_path,
+                    note="writing id,label columns in the recorded id order instead")
+    if not fmt.sample_path or not Path(fmt.sample_path).is_file():
         rows = [{fmt.id_col: i, fmt.label_col: ""} for i in fmt.ids]
         return SampleSubmission([fmt.id_col, fmt.label_col], rows, fmt.id_col, fmt.label_col, "name")
     path = Path(fmt.sample_path)

@@ -147,6 +147,16 @@ def test_preflight_warns_when_a_test_image_is_unreadable(tmp_path):
     assert len(_read(out)[1]) == 10  # no row lost: Kaggle rejects missing rows
 
 
+def test_a_sample_deleted_after_preparation_does_not_cost_the_submission(tmp_path):
+    comp = make_competition(tmp_path / "comp", sample_header=("id", "label", "Usage"))
+    data = _prepared(comp, tmp_path)
+    (comp / "sample_submission.csv").unlink()
+    out = write_submission(tmp_path / "s.csv", data.meta.submission, data.meta.classes, data.test_ids,
+                           [0] * len(data.test_ids))
+    header, rows = _read(out)
+    assert header == ["id", "label"] and [r[0] for r in rows] == data.meta.submission.ids
+
+
 # ---------------------------------------------------------------- the adapter, against a fake KaggleApi
 
 

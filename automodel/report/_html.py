@@ -46,7 +46,7 @@ def _kv(items: list[tuple[str, Any]]) -> str:
 def _table(header: list[str], rows: list[list[str]], *, table_id: str = "") -> str:
     """``rows`` hold HTML already escaped by the caller."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(rows_cell for rows_cell in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
     ident = f' id="{table_id}"' if table_id else ""
     return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
