@@ -22,7 +22,8 @@ th{background:#f0f0f0} td.num{text-align:right;white-space:nowrap}
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px} .kv dt{color:#666} .kv dd{margin:0}
 .na{color:#888;font-style:italic} pre{background:#f4f4f4;padding:8px;overflow-x:auto;font-size:.8em}
 details summary{cursor:pointer} .cls{font-weight:600;white-space:nowrap;padding-right:8px}
-.big{font-size:1.3em;font-weight:700}
+td.wide{min-width:13em;overflow-wrap:anywhere}
+@media (max-width:600px){body{font-size:14px} table{font-size:.8em} th,td{padding:3px 4px} h2{font-size:1.1em}}
 """
 
 
@@ -126,7 +127,7 @@ def _attempts(v: RunView) -> str:
         change = a.change + (f" [{a.component}.py: {a.error}]" if a.error else "")
         summary = v.summaries.get(a.iteration, "")
         change_html = escape(change) + (f"<details><summary>summary</summary>{escape(summary)}</details>" if summary else "")
-        rows.append([_td(a.iteration, "num"), _td(a.target.replace("_", " ")), f"<td>{change_html}</td>",
+        rows.append([_td(a.iteration, "num"), _td(a.target.replace("_", " ")), f'<td class="wide">{change_html}</td>',
                      _td(_fmt(a.val_accuracy), "num"), _td(_fmt(a.best_val_accuracy), "num"), _td(a.status, a.status),
                      _td(f"{a.seconds:.0f}s", "num"), _td(when, "num")])
     out = ["<section id='attempts'><h2>Attempts</h2>"]
@@ -208,7 +209,8 @@ def _usage(v: RunView) -> str:
                    (f", the last {len(shown)} shown" if len(shown) < len(v.faults) else "") + ".</p>")
         out.append(_table(["time", "role", "backend", "kind", "error", "action"], [
             [_td(time.strftime("%H:%M:%S", time.localtime(float(f.get("time", 0))))), _td(f.get("role", "")),
-             _td(f.get("backend", "")), _td(f.get("kind", "")), _td(str(f.get("error", ""))[:300]), _td(f.get("action", ""))]
+             _td(f.get("backend", "")), _td(f.get("kind", "")), _td(str(f.get("error", ""))[:300], "wide"),
+             _td(f.get("action", ""))]
             for f in shown]))
     else:
         out.append("<p>None: every model call answered usably.</p>")
