@@ -98,7 +98,13 @@ def cmd_train_once(args: argparse.Namespace) -> int:
     console.print(ws.data.meta.profile.summary())
     workdir = ws.store.root / "train-once"
     copy_components(Path(components), workdir)
-    result = ws.runner(memory_limit_mb=args.memory_limit_mb).train(
+    runner = ws.runner(memory_limit_mb=args.memory_limit_mb)
+    key, extraction = runner.ensure_features(workdir, ws.store.root, on_event=EventPrinter(console))
+    if extraction is not None and not extraction.ok:
+        console.print(f"[bold red]extracting features {key} failed[/]: {extraction.status} "
+                      f"{extraction.error.message if extraction.error else ''}; log: {extraction.log_path}")
+        return 1
+    result = runner.train(
         workdir, workdir, time_budget_s=args.time_budget, seed=args.seed, on_event=EventPrinter(console)
     )
     if result.ok and result.result:

@@ -15,7 +15,7 @@ from automodel.interfaces import PretrainedInfo
 from automodel.store import RunStore
 from automodel.weights import probe_pretrained
 
-__all__ = ["Environment", "Workspace", "detect_environment", "open_workspace"]
+__all__ = ["Environment", "Workspace", "detect_environment", "make_runner", "open_workspace"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,14 +84,29 @@ class Workspace:
     description: str = ""
 
     def runner(self, **kw: Any) -> CandidateRunner:
-        return CandidateRunner(
-            self.store.data_dir,
-            pretrained=self.env.pretrained,
-            forbidden_paths=self.held_out,
-            device=self.env.device,
-            description=self.description,
-            **kw,
-        )
+        return make_runner(self.store, pretrained=self.env.pretrained, held_out=self.held_out,
+                           device=self.env.device, description=self.description, **kw)
+
+
+def make_runner(
+    store: RunStore,
+    *,
+    pretrained: PretrainedInfo,
+    held_out: list[Path],
+    device: str,
+    description: str = "",
+    **kw: Any,
+) -> CandidateRunner:
+    """The one way a run (or a single training) gets its candidate runner."""
+    return CandidateRunner(
+        store.data_dir,
+        pretrained=pretrained,
+        forbidden_paths=held_out,
+        device=device,
+        description=description,
+        features_dir=store.root / "features",
+        **kw,
+    )
 
 
 def open_workspace(

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(job.threads or available_cpus())
     if not job.hub_available:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if job.mode == "features":
+        return _extract(job)
     try:
         data = PreparedData.load(job.data_dir)
         install_guard(list(job.forbidden_paths))
@@ -61,6 +63,30 @@ def main(argv: list[str] | None = None) -> int:
         return ERROR_EXIT_CODE
     write_json_atomic(job.workdir / "result.json", result)
     emit("done", **{k: v for k, v in result.items() if k in ("val_accuracy", "epochs_run", "num_predictions")})
+    return 0
+
+
+def _extract(job: HarnessJob) -> int:
+    """Features mode: trusted code only (no component is imported), writes the feature cache."""
+    from automodel.features import extract_features
+
+    if job.features_dir is None or not job.features_key:
+        raise SystemExit("features mode needs features_dir and features_key in job.json")
+    last = [0.0]
+
+    def progress(split: str, done: int, total: int) -> None:
+        import time
+
+        now = time.perf_counter()
+        if now - last[0] >= job.progress_every_s or done == total:
+            emit("progress", phase=f"features {split}", step=done, steps=total)
+            last[0] = now
+
+    meta = extract_features(job.data_dir, job.features_dir, job.features_key, local_weights=dict(job.local_weights),
+                            hub=job.hub_available, device=job.device if job.device != "auto" else "cpu",
+                            on_progress=progress)
+    write_json_atomic(job.workdir / "result.json", meta)
+    emit("done", features=job.features_key, seconds=meta["seconds"])
     return 0
 
 

@@ -20,7 +20,7 @@ ERROR_EXIT_CODE = 3
 class HarnessJob(BaseModel):
     """Everything a harness process needs; written as ``job.json`` by the executor's caller."""
 
-    mode: Literal["train", "predict"] = "train"
+    mode: Literal["train", "predict", "features"] = "train"
     components_dir: Path
     data_dir: Path
     workdir: Path
@@ -34,6 +34,12 @@ class HarnessJob(BaseModel):
     """Hard cap on epochs regardless of the training component (for fast tests)."""
     checkpoint: Path | None = None
     """Weights to load in predict mode."""
+    init_checkpoint: Path | None = None
+    """Warm start: weights of the incumbent loaded (by name, where shapes match) before training."""
+    features_dir: Path | None = None
+    """The run's cache of pretrained features (read-only for candidates; written in features mode)."""
+    features_key: str | None = None
+    """Features mode: the set to extract, e.g. ``efficientnet_lite0@224``."""
     hub_available: bool = False
     local_weights: dict[str, str] = Field(default_factory=dict)
     forbidden_paths: list[Path] = Field(default_factory=list)
