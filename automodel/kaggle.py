@@ -209,8 +209,7 @@ def download_competition(slug: str, dest: Path, *, api: KaggleApiLike | None = N
         shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
     client = api or official_api()
-    _call("Downloading", slug, lambda: client.competition_download_files(slug, path=str(dest), force=force,
-                                                                         quiet=True, unzip=False))
+    _call("Downloading", slug, lambda: client.competition_download_files(slug, path=str(dest), force=force, quiet=True))
     _unpack(dest, dest / f"{slug}.zip")
     files = [p for p in dest.rglob("*") if p.is_file()]
     if not files:
@@ -247,7 +246,7 @@ def submit(slug: str, csv_path: Path, message: str, *, api: KaggleApiLike | None
         mine = mine or next((s for s in subs if s is not None), None)
         if mine is not None:
             status = _status_name(getattr(mine, "status", None))
-            score = getattr(mine, "public_score", None)
+            score = getattr(mine, "public_score", None) or getattr(mine, "publicScore", None)
             if status == "error":
                 return SubmitResult(said, "error", None, str(getattr(mine, "error_description", "") or ""))
             if status == "complete" or score not in (None, ""):
