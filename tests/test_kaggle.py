@@ -247,6 +247,11 @@ def test_missing_credentials_are_explained_before_the_package_is_touched(tmp_pat
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
     monkeypatch.setenv("KAGGLE_KEY", "abc")
     assert find_credentials() == "KAGGLE_USERNAME/KAGGLE_KEY"
+    # The official package imports and authenticates with a key (no network needed for that step).
+    api = official_api()
+    assert type(api).__name__ == "KaggleApi"
+    assert all(callable(getattr(api, m)) for m in
+               ("competition_download_files", "competition_submit", "competition_submissions"))
 
 
 def test_submit_waits_for_the_public_score(tmp_path):
