@@ -52,11 +52,17 @@ def test_report_of_a_crashed_run_says_what_is_missing(tiny_run, tmp_path):
     run = tmp_path / "crashed"
     shutil.copytree(finished, run, ignore=shutil.ignore_patterns("final*", "best", "data", "report.*"))
     runjson = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps({**runjson, "status": "running"}))
     with open(run / "history.jsonl", "a") as f:
         f.write('{"iteration": 3, "target": "mod')  # torn by a kill -9
+    profile = {**runjson["profile"], "skipped": {"corrupt": 2}}
+    (run / "run.json").write_text(json.dumps({**runjson, "status": "running", "profile": profile}))
+    with open(run / "run.log", "a") as f:
+        for name in ("a.png", "b.png"):
+            f.write(json.dumps({"run_id": "x", "event": "data.skip", "reason": "corrupt", "path": f"train/{name}",
+                                "detail": "cannot identify image file"}) + "\n")
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
+    assert "train/b.png (cannot identify image file)" in html
     assert "unfinished" in html
     assert "sample images not available" in html
     assert "Confusion matrix not available" in html

@@ -46,6 +46,8 @@ class RunView:
     """Test confusion matrix (rows: true class, columns: predicted), when the final scoring allows."""
     notes: list[str] = field(default_factory=list)
     """What could not be read, for the report to say so."""
+    skip_examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Reason -> (path, detail) of the first skipped files, from the ``data.skip`` events of ``run.log``."""
 
     @property
     def classes(self) -> list[str]:
@@ -89,6 +91,17 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue  # a torn last line of a killed run
         if isinstance(item, dict):
             out.append(item)
+    return out
+
+
+def _skip_examples(run_log: Path, per_reason: int = 5) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for item in _read_jsonl(run_log):
+        if item.get("event") == "data.skip":
+            examples = out.setdefault(str(item.get("reason", "?")), [])
+            entry = (str(item.get("path", "")), str(item.get("detail", "")))
+            if len(examples) < per_reason and entry not in examples:
+                examples.append(entry)
     return out
 
 
@@ -181,6 +194,7 @@ def load_run_view(root: str | Path, *, with_samples: bool = True) -> RunView:
         best_code=best_code,
         meta=meta,
         notes=notes,
+        skip_examples=_skip_examples(root / "run.log"),
     )
     if with_samples and meta is not None:
         view.samples = _samples(root / "data", view.classes, notes)

@@ -113,8 +113,11 @@ def _dataset(v: RunView) -> str:
     parts.append("<h3>Skipped files</h3>")
     skipped = prof.get("skipped") or {}
     if skipped:
-        parts.append(_table(["reason", "files"], [[_td(k), _td(n, "num")] for k, n in skipped.items()]))
-        parts.append("<p>Each skip was logged with its path when the data was prepared (the first five per reason).</p>")
+        skip_rows = []
+        for reason, n in skipped.items():
+            examples = "; ".join(f"{p} ({d})" if d else p for p, d in v.skip_examples.get(reason, []))
+            skip_rows.append([_td(reason), _td(n, "num"), _td(examples or "see run.log (data.skip events)", "wide")])
+        parts.append(_table(["reason", "files", "first files skipped (why)"], skip_rows, table_id="skips"))
     else:
         parts.append("<p>None: every file was used.</p>")
     return "".join(parts) + "</section>"
