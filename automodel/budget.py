@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from automodel.settings import RunSettings
 
-__all__ = ["FINALIZE_RESERVE_S", "PAPER_ATTEMPTS", "BudgetPlan", "Fidelity", "StopReason"]
+__all__ = ["FINALIZE_RESERVE_S", "PAPER_ATTEMPTS", "BudgetPlan", "Fidelity", "StopReason", "budget_use", "describe_settings"]
 
 Fidelity = Literal["explore", "final"]
 
@@ -148,3 +148,37 @@ class BudgetPlan:
             "final_due": self.final_due(),
             "next_candidate_s": round(self.candidate_budget_s("final" if self.final_due() else "explore"), 1),
         }
+
+
+def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
+    """How a run spent its clock, per phase, from ``run.json`` and its history (for final.json and the report)."""
+    settings = record.get("settings") or {}
+    total = float(settings.get("time_budget_s") or 0.0)
+    by_phase: dict[str, float] = {"explore": 0.0, "final": 0.0}
+    count: dict[str, int] = {"explore": 0, "final": 0}
+    for a in history:
+        phase = "final" if a.get("fidelity") == "final" else "explore"
+        by_phase[phase] += float(a.get("wall_s") or a.get("seconds") or 0.0)
+        count[phase] += 1
+    return {
+        "strategy": settings.get("strategy", "budgeted"),
+        "time_budget_s": total,
+        "explore_s": round(by_phase["explore"], 1),
+        "explore_attempts": count["explore"],
+        "final_s": round(by_phase["final"], 1),
+        "final_attempts": count["final"],
+        "elapsed_s": round(elapsed_s, 1),
+        "idle_tail_s": round(max(0.0, total - elapsed_s), 1),
+        "idle_tail_share": round(max(0.0, total - elapsed_s) / total, 3) if total else None,
+    }
+
+
+def describe_settings(record: dict[str, Any]) -> str:
+    """One line on the budget settings of a run (``run.json``), for reports."""
+    s = record.get("settings") or {}
+    if not s:
+        return "budget: unknown (run.json has no settings)"
+    caps = f", at most {int(s['iterations']) + 1} attempts" if s.get("iterations") is not None else ""
+    explore = f"{s['candidate_budget_s']:.0f}s" if s.get("candidate_budget_s") else "planned"
+    final = f", final phase {float(s.get('final_share', 0)):.0%}" if s.get("strategy", "budgeted") == "budgeted" else ""
+    return f"{float(s.get('time_budget_s', 0)):.0f}s ({s.get('strategy', 'budgeted')}{caps}): exploration candidates {explore}{final}"

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-flip-check", action="store_true",
                      help="do not let the roles use the mirrored-image check (for ablations)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON event per line on stdout (human lines go to stderr)")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
 
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = sub.add_parser("profile", help="prepare a dataset and print its profile")
     _add_data_args(prof)
+
+    rep = sub.add_parser("report", help="(re)build report.md and report.html of a run directory")
+    rep.add_argument("run", type=Path, help="the run directory (--out of `automodel run`), finished or not")
     return parser
 
 
@@ -154,7 +159,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from automodel.report import build_report
+
+    md, html = build_report(args.run)
+    console.print(f"report: {html} (and {md.name})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from automodel._console import make_display
+    from automodel._logs import configure_logging
     from automodel.run import run_team
     from automodel.settings import RunSettings
 
@@ -183,20 +198,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         zero_shot=False if args.no_zero_shot else None,
         flip_check=False if args.no_flip_check else None,
     )
-    final = run_team(opts, console=console)
+    run_id = configure_logging(run_dir=opts.out)
+    human = Console(highlight=False, stderr=True) if args.json else console
+    display = make_display("json" if args.json else "auto", human, run_id=run_id or "")
+    final = run_team(opts, console=human, display=display)
     return 0 if final.get("best_val_accuracy") is not None else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``automodel`` command."""
+    from automodel._logs import configure_logging
     from automodel.config import ConfigError
     from automodel.data import DataError
-    from automodel.logging import configure_logging
     from automodel.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     configure_logging()
-    handlers = {"run": cmd_run, "train-once": cmd_train_once, "validate": cmd_validate, "profile": cmd_profile}
+    handlers = {"run": cmd_run, "train-once": cmd_train_once, "validate": cmd_validate, "profile": cmd_profile,
+                "report": cmd_report}
     try:
         return handlers[args.command](args)
     except DataError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import signal
 import time
@@ -14,26 +13,18 @@ from typing import Any
 import structlog
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import ExternalTermination
-from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ThoughtEvent
 from rich.console import Console
 
-from automodel._console import EventPrinter
-from automodel.budget import StopReason
+from automodel._console import Display, PlainDisplay
+from automodel.budget import StopReason, budget_use
 from automodel.config import load_backend_config, make_clients
 from automodel.data import flip_change_rate
 from automodel.harness import write_json_atomic
-from automodel.messages import (
-    AnalystFeedback,
-    ComponentCode,
-    ExecutionError,
-    HistoryEntry,
-    RunReport,
-    TechnicalDesign,
-)
 from automodel.report import write_report
 from automodel.runtime import Run, forget_run, open_run
 from automodel.settings import RunSettings
 from automodel.store import RunStore
+from automodel.submission import preflight_run, write_submission
 from automodel.team import build_team, stop_reason_of, task_text
 from automodel.workspace import Workspace, open_workspace
 
@@ -97,48 +88,17 @@ def _flip_rate(ws: Workspace) -> float:
     return flip_change_rate(x, y, ws.data.meta.num_classes)
 
 
-class _MessagePrinter:
-    """One line per team message: who speaks and what it says."""
+async def run_team_async(opts: RunSettings, *, console: Console | None = None,
+                         display: Display | None = None) -> dict[str, Any]:
+    """Run (or resume) the team until its budget ends; then score the best once.
 
-    def __init__(self, console: Console):
-        self.console = console
-
-    def __call__(self, item: Any) -> None:
-        if isinstance(item, ThoughtEvent):
-            self.console.print(f"    [dim]{item.source}: {item.content[:200]}[/]")
-            return
-        if not isinstance(item, BaseChatMessage):
-            return
-        who = f"[bold cyan]{item.source:>17}[/]"
-        if not isinstance(item, StructuredMessage):
-            self.console.print(f"{who} {item.to_text()[:200]}")
-            return
-        c = item.content
-        if isinstance(c, TechnicalDesign):
-            text = f"design ({c.author}): {c.summary}"
-            for r in c.rationale[:4]:
-                text += f"\n{'':>18}- {r}"
-        elif isinstance(c, ComponentCode):
-            text = f"{c.component}.py [{c.phase}] {c.change[:160]}"
-        elif isinstance(c, ExecutionError):
-            text = f"[red]#{c.iteration} {c.status} in {c.component}.py: {c.error_type}: {c.message[:160]}[/] (repair {c.repair_attempt}/{c.max_repairs})"
-        elif isinstance(c, RunReport):
-            acc = f"val {c.val_accuracy:.4f}" if c.val_accuracy is not None else c.error[:140]
-            color = {"improved": "green", "discarded": "yellow"}.get(c.status, "red")
-            text = f"[{color}]#{c.iteration} {c.status}[/]: {acc}; best {c.best_val_accuracy} ({c.seconds:.0f}s)"
-        elif isinstance(c, HistoryEntry):
-            text = f"[dim]{c.summary[:240]}[/]"
-        elif isinstance(c, AnalystFeedback):
-            text = f"-> {c.target}: {c.diagnosis[:120]} Change: {c.change[:120]}"
-        else:
-            text = str(c)[:200]
-        self.console.print(f"{who} {text}")
-
-
-async def run_team_async(opts: RunSettings, *, console: Console | None = None) -> dict[str, Any]:
-    """Run (or resume) the team until its budget ends; then score the best once."""
+    ``display`` renders progress (default: plain lines on ``console``; see :func:`automodel._console.make_display`).
+    """
     console = console or Console(highlight=False)
+    display = display or PlainDisplay(console)
     store = prepare_run(opts)
+    for warning in preflight_run(store.root):  # before any training: the final submission.csv will be accepted
+        console.print(f"[yellow]submission: {warning}[/]")
     run = open_run(store.root)
     settings = run.settings
     console.print(f"[bold]AutoModel[/] run in {store.root} ({'resumed' if opts.resume else 'new'}); "
@@ -149,8 +109,8 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None) -
     console.print(f"device {env['device']}, pretrained weights: hub={env['pretrained']['hub']} "
                   f"local={env['pretrained']['local']}; budget {settings.time_budget_s:.0f}s ({settings.strategy}{caps}): "
                   f"exploration candidates ~{plan.explore_budget_s():.0f}s, final training {plan.final_reserve_s():.0f}s")
-    printer = EventPrinter(console, prefix="    ")
-    run.on_event.append(printer)
+    display.start(store.root, run.record)
+    run.on_event.append(display.on_event)
     run.session_start = time.time()
     backends = run.backends()
     external = ExternalTermination()
@@ -177,7 +137,6 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None) -
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, on_sigint)
-    show = _MessagePrinter(console)
     reason: StopReason | None = None
     try:
         while True:
@@ -186,7 +145,7 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None) -
                 if isinstance(item, TaskResult):
                     result = item
                 else:
-                    show(item)
+                    display.on_message(item)
             task = None
             await _save(store, team, run)
             reason = stop_reason_of(result.stop_reason if result else None)
@@ -198,14 +157,16 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None) -
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
-        run.on_event.remove(printer)
+        run.on_event.remove(display.on_event)
+        display.stop()
     stop_text = reason.message if reason else "stopped"
     console.print(f"[bold]team stopped[/]: {stop_text}")
     final = await asyncio.to_thread(finalize, store, console=console)
     store.update_run(status="done" if not external.terminated else "stopped", stop_reason=stop_text,
                      stop_kind=reason.kind if reason else None)
     write_report(store)
-    console.print(f"report: {store.root / 'report.md'}")
+    console.print(f"report: {store.root / 'report.html'} (and report.md)")
+    display.finish(final)
     return final
 
 
@@ -216,9 +177,9 @@ async def _save(store: RunStore, team: Any, run: Run) -> None:
     run.session_start = time.time()
 
 
-def run_team(opts: RunOptions, *, console: Console | None = None) -> dict[str, Any]:
+def run_team(opts: RunOptions, *, console: Console | None = None, display: Display | None = None) -> dict[str, Any]:
     """Synchronous wrapper of :func:`run_team_async`."""
-    return asyncio.run(run_team_async(opts, console=console))
+    return asyncio.run(run_team_async(opts, console=console, display=display))
 
 
 def finalize(store: RunStore, *, console: Console | None = None) -> dict[str, Any]:
@@ -239,6 +200,7 @@ def finalize(store: RunStore, *, console: Console | None = None) -> dict[str, An
         "best_iteration": int((store.best_dir / "ITERATION").read_text()) if metrics else None,
         "elapsed_s": round(run.elapsed_s(), 1),
     }
+    final["budget_use"] = budget_use(run.record, [a.model_dump() for a in history], run.elapsed_s())
     if metrics is None:
         console.print("[red]no candidate produced a valid score; nothing to evaluate[/]")
         write_json_atomic(store.root / "final.json", final)
@@ -268,15 +230,7 @@ def finalize(store: RunStore, *, console: Console | None = None) -> dict[str, An
                 final["test_size"] = len(targets)
             sub = data.meta.submission
             if sub is not None:
-                by_id = dict(zip(data.test_ids, preds, strict=True))
-                tmp = store.root / ".submission.csv.tmp"
-                with open(tmp, "w", newline="", encoding="utf-8") as f:
-                    writer = csv.writer(f)
-                    writer.writerow([sub.id_col, sub.label_col])
-                    for i in sub.ids:
-                        if i in by_id:
-                            writer.writerow([i, classes[by_id[i]]])
-                tmp.replace(store.root / "submission.csv")
+                write_submission(store.root / "submission.csv", sub, classes, data.test_ids, preds)
                 final["submission"] = str(store.root / "submission.csv")
     write_json_atomic(store.root / "final.json", final)
     console.print(

@@ -28,6 +28,7 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel
 
+from automodel._logs import redact
 from automodel.config import ConfigError
 from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
 from automodel.prompts import render_prompt
@@ -260,7 +261,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
                     kind, error = "timeout", f"no reply within {self.request_timeout_s:g}s ({type(exc).__name__})"
                     delay = self._backoff(attempt)
                 except Exception as exc:  # rate limits, server errors, connection failures, undecodable bodies
-                    kind, error = fault_kind(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
+                    kind, error = fault_kind(exc), redact(f"{type(exc).__name__}: {exc}")[:300]  # providers echo keys
                     wait = retry_after_s(exc)
                     delay = min(wait, self.max_backoff_s) if wait is not None else self._backoff(attempt)
                 else:
