@@ -11,6 +11,7 @@ or make it a participant of an outer team (agentchat nested teams); pass
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,11 @@ def stop_reason_of(text: str | None) -> StopReason | None:
     Returns the most important one: a real stop wins over the pause after an attempt.
     """
     reasons = []
+    decoder = json.JSONDecoder()
     for part in (text or "").split(STOP_PREFIX)[1:]:
-        body = part.strip().rstrip(";").strip()
-        try:
-            reasons.append(StopReason.model_validate_json(body))
+        try:  # AutoGen joins several stop messages with a separator of its choosing: decode one object
+            body, _ = decoder.raw_decode(part.strip())
+            reasons.append(StopReason.model_validate(body))
         except ValueError:
             continue
     if not reasons and text:
