@@ -9,7 +9,7 @@ here once, for both sides; :class:`ValidationScorer` computes every score outsid
 """
 
 from ._base import EventCallback, Executor, LineCallback, create_executor, list_executors, register_executor
-from ._docker import DockerExecutor, docker_problem
+from ._docker import DEFAULT_IMAGE, DockerExecutor, docker_problem, import_local_image
 from ._local import OOM_ERROR_TYPES, LocalExecutor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
 from ._protocol import (
@@ -41,6 +41,7 @@ __all__ = [
     "COMPONENTS_DIR",
     "DATA_DIR",
     "DEFAULT_EXECUTOR",
+    "DEFAULT_IMAGE",
     "ERROR_EXIT_CODE",
     "ERROR_FILE",
     "EVENT_PREFIX",
@@ -70,6 +71,7 @@ __all__ = [
     "create_executor",
     "docker_problem",
     "emit",
+    "import_local_image",
     "list_executors",
     "parse_event",
     "parse_val_name",

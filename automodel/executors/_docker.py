@@ -234,7 +234,6 @@ class DockerExecutor(Executor):
                     device_requests=self._device_requests(request),
                     security_opt=["no-new-privileges"],
                     cap_drop=["ALL"],
-                    init=True,
                     labels={"automodel": "candidate"},
                 )
             except docker.errors.ImageNotFound as exc:
@@ -250,7 +249,10 @@ class DockerExecutor(Executor):
             forced: ExecutionStatus | None = None
             rc: int | None = None
             try:
-                container.start()
+                try:
+                    container.start()
+                except docker.errors.APIError as exc:
+                    raise ExecutorError(f"Docker could not start the container: {exc}") from exc
                 log.info("executor_started", executor=self.name, container=container.short_id, argv=request.argv)
                 pump = _LogPump(container, write_fd)
                 pump.start()
@@ -267,7 +269,8 @@ class DockerExecutor(Executor):
                     rc = rc if rc is not None else int(container.attrs["State"]["ExitCode"])
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
-                reader.join(timeout=5.0)
+                if reader.ident is not None:
+                    reader.join(timeout=5.0)
                 if reader.is_alive():
                     reader.stop()
                     reader.join()
