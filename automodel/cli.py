@@ -29,6 +29,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-test", type=int, default=None, help="use a stratified subset of this many test images")
 
 
+def _add_executor_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", default=None, choices=["auto", "sandbox", "docker", "local"],
+                   help="where candidate code runs: auto (the default: sandbox where bubblewrap starts, else local), "
+                   "sandbox (bubblewrap), docker, or local (no isolation); see README 'Security model'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="automodel", description="A team of agents that builds an image classifier.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON event per line on stdout (human lines go to stderr)")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
+    _add_executor_arg(run)
 
     once = sub.add_parser("train-once", help="train and score one candidate (three component files)")
     _add_data_args(once)
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with data.py, model.py, training.py (default: the reference recipe)")
     once.add_argument("--time-budget", type=float, default=120.0, help="training seconds (default 120)")
     once.add_argument("--memory-limit-mb", type=int, default=None)
+    _add_executor_arg(once)
 
     val = sub.add_parser("validate", help="check component files against their interfaces")
     val.add_argument("components", type=Path)
@@ -114,7 +122,7 @@ def cmd_train_once(args: argparse.Namespace) -> int:
     console.print(ws.data.meta.profile.summary())
     workdir = ws.store.root / "train-once"
     copy_components(Path(components), workdir)
-    runner = ws.runner(memory_limit_mb=args.memory_limit_mb)
+    runner = ws.runner(memory_limit_mb=args.memory_limit_mb, executor=args.executor)
     key, extraction = runner.ensure_features(workdir, ws.store.root, on_event=EventPrinter(console))
     if extraction is not None and not extraction.ok:
         console.print(f"[bold red]extracting features {key} failed[/]: {extraction.status} "
@@ -170,9 +178,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from automodel._console import make_display
     from automodel._logs import configure_logging
+    from automodel.executors import resolve_executor
     from automodel.run import run_team
     from automodel.settings import RunSettings
 
+    if args.executor is not None:
+        resolve_executor(args.executor)  # an explicit executor that cannot start here stops the run now
     opts = RunSettings.build(
         data=args.data,
         out=args.out or _default_out(args.data, "run"),
@@ -197,6 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume or None,
         zero_shot=False if args.no_zero_shot else None,
         flip_check=False if args.no_flip_check else None,
+        executor=args.executor,
     )
     run_id = configure_logging(run_dir=opts.out)
     human = Console(highlight=False, stderr=True) if args.json else console
@@ -210,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     from automodel._logs import configure_logging
     from automodel.config import ConfigError
     from automodel.data import DataError
+    from automodel.executors import ExecutorError
     from automodel.settings import SettingsError
 
     args = build_parser().parse_args(argv)
@@ -221,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
         return 2
-    except (ConfigError, SettingsError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, ExecutorError, SettingsError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:

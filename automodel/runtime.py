@@ -110,6 +110,7 @@ class Run:
             memory_limit_mb=s.memory_limit_mb,
             max_epochs=s.max_epochs,
             threads=s.threads,
+            executor=s.executor,
             grace_s=max(45.0, 0.5 * budget),
         )
 

@@ -80,7 +80,9 @@ class RunSettings(BaseModel):
     """CPU threads per candidate (0: all this process may use)."""
     memory_limit_mb: int | None = Field(default=None, ge=256)
     max_epochs: int | None = Field(default=None, ge=1)
-    executor: str = "local"
+    executor: str = "auto"
+    """Where candidate code runs: auto (bubblewrap sandbox where it starts, else local), sandbox, docker,
+    local (no isolation); see automodel.executors and the README's "Security model"."""
 
     # Not stored as a setting of the run, only of this invocation.
     resume: bool = Field(default=False, exclude=True)
