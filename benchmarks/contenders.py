@@ -244,6 +244,8 @@ def _automodel(ds: BenchDataset, job: Job, out: Path, clock: Clock) -> dict[str,
 def _iterations(out: Path) -> dict[str, Any]:
     """Per-attempt facts read from the run directory: training seconds, infeasible attempts, flip settings."""
     train_s, infeasible, hflip = 0.0, 0, []
+    meta_path = out / "data" / "meta.json"
+    n_train = int(json.loads(meta_path.read_text())["counts"].get("train", 0)) if meta_path.is_file() else 0
     for folder in sorted((out / "iterations").glob("*")):
         data_py = folder / "data.py"
         if data_py.is_file():
@@ -252,7 +254,10 @@ def _iterations(out: Path) -> dict[str, Any]:
         if mpath.is_file():
             m = json.loads(mpath.read_text())
             train_s += float(m.get("train_seconds") or 0.0)
-            if not m.get("history"):
+            history = m.get("history") or []
+            steps = max(1, n_train // int(m.get("batch_size") or 1)) if n_train else None
+            # Not one full epoch: the attempt's score is that of an untrained model (infeasible plan).
+            if not history or (steps is not None and int(history[0].get("steps") or 0) < steps):
                 infeasible += 1
     fixed = next((i + 1 for i, h in enumerate(hflip) if h is False), None)
     return {"train_s": round(train_s, 2), "infeasible_attempts": infeasible, "hflip_per_attempt": hflip,

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(todo)} jobs, {args.workers} at a time, about {len(todo) * args.budget / args.workers / 60:.0f} min "
           f"of budgets; run dirs under {CACHE / 'runs'}", flush=True)
     t0 = time.time()
-    with cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
+    fresh: dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # a new process per job
+    with cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), **fresh) as pool:
         futures: dict[cf.Future[dict[str, Any]], Job] = {}
         pending = list(todo)
         while pending or futures:

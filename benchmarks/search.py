@@ -36,7 +36,8 @@ from automodel.workspace import Workspace
 from benchmarks.clock import Clock, pids_running
 
 __all__ = [
-    "MIN_EPOCHS", "TPE_MIN_TRIALS", "TRIAL_SHARE", "cost_ms", "fits", "reference_params", "run_optuna", "suggest",
+    "MIN_EPOCHS", "TPE_MIN_TRIALS", "TRIAL_SHARE", "cost_ms", "fits", "reference_params", "run_optuna", "stop_job",
+    "suggest",
 ]
 
 TRIAL_SHARE = 0.25
@@ -47,7 +48,8 @@ TPE_MIN_TRIALS = 20
 TPE_STARTUP = 10
 RESERVE_S = 8.0
 """Seconds per trial beyond its training budget: process start, smoke test, last evaluation."""
-MAX_REJECTIONS = 200
+MAX_REJECTIONS_IN_A_ROW = 50
+"""After this many cost-rejected samples in a row, a trial's share doubles (up to what is left)."""
 
 
 def _knob_space(stored: int, photo: bool) -> dict[str, list[Any]]:
@@ -117,7 +119,8 @@ def _write_candidate(folder: Path, knobs: dict[str, dict[str, Any]]) -> None:
         (folder / f"{component}.py").write_text(source, encoding="utf-8")
 
 
-def _stop(job_file: Path) -> None:
+def stop_job(job_file: Path | str) -> None:
+    """End the harness process that runs ``job_file`` (a pruned trial)."""
     for pid in pids_running(str(job_file)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -142,9 +145,11 @@ def run_optuna(ws: Workspace, out: Path, clock: Clock, *, sampler: str, seed: in
     photo = stored >= 64 and chans == 3
     study.enqueue_trial(reference_params(pretrained=photo and weights))
     trial_s = TRIAL_SHARE * clock.budget_s
-    scale = 1.0  # measured / predicted seconds per image, updated after every trial that ran an epoch
+    scale = 1.0  # measured / predicted seconds per image: set by the first trial that trains, then averaged
+    calibrated = False
     trials: list[dict[str, Any]] = []
-    rejected = 0
+    rejected = in_a_row = 0
+    grown_to: list[float] = []
     best: dict[str, Any] | None = None
     train_total = 0.0
     while True:
@@ -158,9 +163,16 @@ def run_optuna(ws: Workspace, out: Path, clock: Clock, *, sampler: str, seed: in
         if trial.number > 0 and not fits(cost, n_train, train_s, scale):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             rejected += 1
-            if rejected > MAX_REJECTIONS:
-                break
+            in_a_row += 1
+            if in_a_row >= MAX_REJECTIONS_IN_A_ROW:
+                # Almost nothing fits 3 epochs into a trial's share on this machine: fewer, longer trials.
+                grown = min(clock.remaining() - RESERVE_S, 2 * trial_s)
+                if grown <= trial_s + 1.0:
+                    break
+                trial_s, in_a_row = grown, 0
+                grown_to.append(round(trial_s, 1))
             continue
+        in_a_row = 0
         number = len(trials) + 1
         folder = out / "trials" / f"{number:03d}"
         _write_candidate(folder, knobs)
@@ -178,16 +190,20 @@ def run_optuna(ws: Workspace, out: Path, clock: Clock, *, sampler: str, seed: in
             trial.report(float(ev["val_accuracy"]), int(ev["epoch"]))
             if trial.should_prune():
                 state["pruned"] = True
-                _stop(job_file)
+                stop_job(job_file)
 
         runner = ws.runner(grace_s=max(1.0, clock.remaining() - train_s), threads=threads)
         result = runner.train(folder, folder, time_budget_s=train_s, seed=seed, on_event=on_event)
         m = result.result if result.ok and result.result else None
-        full_epochs = [c for c in curve if state["steps_per_epoch"] and c.get("steps") == state["steps_per_epoch"]]
-        epoch_s = [float(c["seconds"]) for c in full_epochs if c.get("seconds")]
+        steps = state["steps_per_epoch"]
+        full_epochs = [c for c in curve if steps and c.get("steps") == steps]
+        # Seconds per full epoch, also from an epoch the budget cut short (scaled by its steps).
+        epoch_s = [float(c["seconds"]) * steps / int(c["steps"]) for c in curve if steps and c.get("steps") and c.get("seconds")]
         train_total += sum(float(c.get("seconds") or 0.0) for c in curve)
         if epoch_s:
-            scale = 0.5 * scale + 0.5 * (min(epoch_s) / (n_train * cost / 1000))
+            measured = min(epoch_s) / (n_train * cost / 1000)
+            scale = measured if not calibrated else 0.5 * (scale + measured)
+            calibrated = True
         outcome: str
         if state["pruned"]:
             outcome = "pruned"
@@ -226,7 +242,7 @@ def run_optuna(ws: Workspace, out: Path, clock: Clock, *, sampler: str, seed: in
         "best_knobs": best["knobs"] if best else None,
         "train_s": round(train_total, 2),
         "settings": {"sampler": sampler, "pruner": "hyperband(min_resource=1, reduction_factor=3)",
-                     "trial_share": TRIAL_SHARE, "min_epochs": MIN_EPOCHS, "first_trial": "reference recipe",
+                     "trial_share": TRIAL_SHARE, "trial_s_grown_to": grown_to, "min_epochs": MIN_EPOCHS, "first_trial": "reference recipe",
                      "tpe_startup_trials": TPE_STARTUP if sampler == "tpe" else None},
         "history": trials,
     }
