@@ -268,7 +268,7 @@ def _probe(ws: Workspace, job: Job, out: Path, clock: Clock) -> dict[str, Any]:
     from benchmarks.probe import BudgetSpent, run_probe
 
     try:
-        rec, predict = run_probe(ws.data, clock, threads=job.threads)
+        rec, predict = run_probe(ws.data, clock, threads=job.threads, device=ws.env.device)
     except BudgetSpent as exc:
         clock.stop()
         return {"attempts": 1, "valid_attempts": 0, "error": f"over budget: {exc}"}

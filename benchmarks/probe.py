@@ -42,25 +42,26 @@ def _backbone() -> torch.nn.Module:
     return model.eval()
 
 
-def extract_features(model: torch.nn.Module, x: np.ndarray, *, size: int = PROBE_SIZE, deadline: float | None = None) -> np.ndarray:
+def extract_features(model: torch.nn.Module, x: np.ndarray, *, size: int = PROBE_SIZE, deadline: float | None = None,
+                     device: str = "cpu") -> np.ndarray:
     """Pooled features of NHWC uint8 images; raises :class:`BudgetSpent` past ``deadline`` (monotonic)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), BATCH):
             if deadline is not None and time.monotonic() > deadline:
                 raise BudgetSpent(f"feature extraction reached image {start} of {len(x)} when the budget ran out")
-            xb = torch.from_numpy(np.ascontiguousarray(x[start:start + BATCH])).permute(0, 3, 1, 2).float().div_(255)
+            xb = torch.from_numpy(np.ascontiguousarray(x[start:start + BATCH])).to(device).permute(0, 3, 1, 2).float().div_(255)
             if xb.shape[1] == 1:
                 xb = xb.expand(-1, 3, -1, -1)
             xb = torch.nn.functional.interpolate(xb, size=(size, size), mode="bilinear", align_corners=False,
                                                  antialias=xb.shape[-1] > size)
-            out.append(model((xb - mean) / std).numpy())
+            out.append(model((xb - mean) / std).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 1280), dtype=np.float32)
 
 
-def run_probe(data: Any, clock: Clock, *, threads: int = 0) -> tuple[dict[str, Any], Any]:
+def run_probe(data: Any, clock: Clock, *, threads: int = 0, device: str = "cpu") -> tuple[dict[str, Any], Any]:
     """Fit the probe on ``data`` (a :class:`automodel.data.PreparedData`) within ``clock``.
 
     Returns the record's fields and a ``predict(x) -> labels`` function for the test images.
@@ -71,11 +72,11 @@ def run_probe(data: Any, clock: Clock, *, threads: int = 0) -> tuple[dict[str, A
     if threads:
         torch.set_num_threads(threads)
     t0 = time.monotonic()
-    model = _backbone()
+    model = _backbone().to(device)
     x_train, y_train = data.arrays("train")
     x_val, y_val = data.arrays("val")
-    f_train = extract_features(model, x_train, deadline=clock.deadline)
-    f_val = extract_features(model, x_val, deadline=clock.deadline)
+    f_train = extract_features(model, x_train, deadline=clock.deadline, device=device)
+    f_val = extract_features(model, x_val, deadline=clock.deadline, device=device)
     features_s = time.monotonic() - t0
     scaler = StandardScaler().fit(f_train)
     z_train, z_val = scaler.transform(f_train), scaler.transform(f_val)
@@ -92,12 +93,12 @@ def run_probe(data: Any, clock: Clock, *, threads: int = 0) -> tuple[dict[str, A
     rec = {
         "attempts": len(fits), "valid_attempts": len(fits), "first_val_accuracy": fits[0][0],
         "best_val_accuracy": val_acc, "train_s": round(time.monotonic() - t0, 2), "features_s": round(features_s, 2),
-        "settings": {"backbone": "efficientnet_lite0 (local ImageNet weights)", "size": PROBE_SIZE, "C": best_c,
+        "settings": {"backbone": "efficientnet_lite0 (local ImageNet weights)", "size": PROBE_SIZE, "device": device, "C": best_c,
                      "C_grid": list(C_GRID), "standardised": True},
         "history": [{"C": c, "val_accuracy": round(a, 5)} for a, c, _ in fits],
     }
 
     def predict(x: np.ndarray) -> list[int]:
-        return [int(v) for v in best.predict(scaler.transform(extract_features(model, x)))]
+        return [int(v) for v in best.predict(scaler.transform(extract_features(model, x, device=device)))]
 
     return rec, predict

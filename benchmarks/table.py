@@ -85,7 +85,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "wall_s": _mean(rs, "wall_s", "clock"), "cpu_s": _mean(rs, "cpu_s", "clock"), "train_s": _mean(rs, "train_s"),
             "over_s": max((float((r.get("clock") or {}).get("over_budget_s") or 0.0) for r in rs), default=0.0),
             "attempts": _mean(rs, "attempts"), "outcomes": dict(outcomes),
-            "flips_fixed": [r.get("attempts_until_flips_fixed") for r in rs],
+            "flips_fixed": [("never" if r.get("attempts_until_flips_fixed") is None else str(r["attempts_until_flips_fixed"]))
+                            if r.get("attempts") else "—" for r in rs],
             "errors": [f"s{r['job']['seed']}: {r['error']}" for r in rs if r.get("error")],
         })
     by_cell: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
@@ -153,7 +154,8 @@ def _main_table(rows: list[dict[str, Any]]) -> list[str]:
         wall = _num(r["wall_s"]) + (f" (+{r['over_s']:.0f} over)" if r["over_s"] > max(2.0, 0.02 * r["budget_s"]) else "")
         o = r["outcomes"]
         att = "—" if r["attempts"] is None else f"{r['attempts']:.1f}"
-        extra = [f"{v} {k}" for k, v in o.items() if v and k in ("pruned", "infeasible", "rejected_by_cost_model")]
+        extra = [f"{v} {k.replace('_', ' ')}" for k, v in o.items()
+                 if v and k in ("pruned", "infeasible", "rejected_by_cost_model")]
         if extra:
             att += " (" + ", ".join(extra) + ")"
         lines.append(
@@ -172,7 +174,7 @@ def _ablation_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r["contender"] not in ABLATION_ROWS:
             continue
-        fixed = ", ".join("never" if f is None else str(f) for f in r["flips_fixed"])
+        fixed = ", ".join(r["flips_fixed"])
         acc = "—" if r["mean"] is None else _pct(r["mean"]) + (f" ± {100 * r['std']:.1f}" if r["std"] is not None else "")
         lines.append(
             f"| {r['budget_s']:.0f} | {r['contender']} | {'on' if '+description' in r['contender'] else 'off'} | "
