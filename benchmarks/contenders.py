@@ -175,6 +175,15 @@ def _automodel_flags(contender: str, ds: BenchDataset) -> list[str]:
     return flags
 
 
+def _end_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the benchmark job dies, so no run outlives a killed benchmark."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _automodel(ds: BenchDataset, job: Job, out: Path, clock: Clock) -> dict[str, Any]:
     """``automodel run`` as a user runs it, in a child process; the benchmark keeps the clock."""
     flags = _automodel_flags(job.contender, ds)
@@ -188,7 +197,7 @@ def _automodel(ds: BenchDataset, job: Job, out: Path, clock: Clock) -> dict[str,
         argv += ["--threads", str(job.threads)]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                            start_new_session=True, cwd=str(REPO))
+                            start_new_session=True, cwd=str(REPO), preexec_fn=_end_with_parent)
     lines: list[str] = []
     stopped: dict[str, float] = {}
 
