@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contenders", default=None,
                         help=f"comma-separated (default: {','.join(DEFAULT_CONTENDERS)}; on orientation the "
                              f"ablations); all: {', '.join(CONTENDERS + ABLATIONS)}")
-    parser.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a list (0,2)")
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds: 3 = seeds 0, 1, 2 (default 1)")
+    parser.add_argument("--seed-list", default=None, help="these seeds instead, comma-separated (e.g. 1,2)")
     parser.add_argument("--budget", type=float, default=300.0, help="wall-clock seconds per contender (default 300)")
     parser.add_argument("--workers", type=int, default=1, help="jobs at a time (default 1)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per job (default 0: all)")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for ds in datasets:
         if ds not in DATASETS:
             raise SystemExit(f"unknown dataset {ds!r}; choose from {', '.join(DATASETS)}")
-    seeds = list(range(int(args.seeds))) if args.seeds.isdigit() else [int(s) for s in _csv(args.seeds)]
+    seeds = [int(s) for s in _csv(args.seed_list)] if args.seed_list else list(range(args.seeds))
     contenders = _csv(args.contenders) if args.contenders else None
     prepared = {}
     for ds in datasets:  # shared preparation, before any contender's clock
