@@ -21,7 +21,7 @@ def git_state() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
+        return out.stdout.rstrip("\n")  # keep the leading blank of porcelain's " M path"
 
     status = [line for line in git("status", "--porcelain").splitlines()
               if line and not line[3:].startswith(("benchmarks/results/", "benchmarks/.cache/"))]
