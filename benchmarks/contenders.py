@@ -41,7 +41,7 @@ from automodel.workspace import Workspace, open_workspace
 from benchmarks.clock import Clock, tree_cpu_s
 from benchmarks.datasets import BenchDataset, Prepared, link_prepared
 
-__all__ = ["ABLATIONS", "CONTENDERS", "FINETUNE_KNOBS", "Job", "cli_supports", "run_job"]
+__all__ = ["ABLATIONS", "CONTENDERS", "FINETUNE_KNOBS", "Job", "cli_supports", "grade_predictions", "run_dir_facts", "run_job"]
 
 NAIVE_DIR = Path(__file__).resolve().parent / "naive"
 REPO = Path(__file__).resolve().parent.parent
@@ -96,10 +96,11 @@ def _score(ws: Workspace, components: Path, checkpoint: Path, workdir: Path) -> 
     if not result.ok:
         return {"score_error": f"{result.status}: {result.error.message[:200] if result.error else ''}"}
     preds = json.loads((workdir / "predictions.json").read_text())["pred"]
-    return _grade(preds, ws.store.private_dir)
+    return grade_predictions(preds, ws.store.private_dir)
 
 
-def _grade(preds: list[int], private_dir: Path) -> dict[str, Any]:
+def grade_predictions(preds: list[int], private_dir: Path) -> dict[str, Any]:
+    """Accuracy and a 0/1 string of per-image correctness against the privately held test labels."""
     targets = json.loads((private_dir / "test_labels.json").read_text())["targets"]
     correct = [int(p == t) for p, t in zip(preds, targets, strict=True)]
     return {"test_accuracy": round(sum(correct) / len(correct), 5), "test_size": len(correct),
@@ -238,19 +239,19 @@ def _automodel(ds: BenchDataset, job: Job, out: Path, clock: Clock) -> dict[str,
     history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines() if x.strip()] \
         if (out / "history.jsonl").is_file() else []
     rec["history"] = history
-    rec.update(_iterations(out))
+    rec.update(run_dir_facts(out))
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
     rec["run_budget"] = run.get("budget")
     rec["design"] = run.get("design", {}).get("decisions") if isinstance(run.get("design"), dict) else None
     pred_path = out / "final" / "predictions.json"
     if pred_path.is_file() and (out / "private" / "test_labels.json").is_file():
-        rec.update(_grade(json.loads(pred_path.read_text())["pred"], out / "private"))
+        rec.update(grade_predictions(json.loads(pred_path.read_text())["pred"], out / "private"))
     elif not final:
         rec["error"] = f"no final.json (exit {proc.returncode}); see console.txt"
     return rec
 
 
-def _iterations(out: Path) -> dict[str, Any]:
+def run_dir_facts(out: Path) -> dict[str, Any]:
     """Per-attempt facts read from the run directory: training seconds, infeasible attempts, flip settings."""
     train_s, infeasible, hflip = 0.0, 0, []
     meta_path = out / "data" / "meta.json"
@@ -282,7 +283,7 @@ def _probe(ws: Workspace, job: Job, out: Path, clock: Clock) -> dict[str, Any]:
         clock.stop()
         return {"attempts": 1, "valid_attempts": 0, "error": f"over budget: {exc}"}
     x_test, _ = ws.data.arrays("test")
-    rec.update(_grade(predict(x_test), ws.store.private_dir))
+    rec.update(grade_predictions(predict(x_test), ws.store.private_dir))
     return rec
 
 
