@@ -35,6 +35,7 @@ from automodel.messages import (
     RunReport,
     TechnicalDesign,
 )
+from automodel.retry import DEFAULT_RETRY
 from automodel.roles import ROLE_CLASSES
 from automodel.runtime import open_run
 
@@ -221,8 +222,8 @@ def build_team(
     pause_after_each_attempt: bool = False,
     max_messages: int = 2000,
     fallback_to_expert: bool = True,
-    max_retries: int = 2,
-    request_timeout_s: float = 300.0,
+    max_retries: int = DEFAULT_RETRY.max_retries,
+    request_timeout_s: float = DEFAULT_RETRY.request_timeout_s,
     backoff_s: float | None = None,
     name: str = "automodel_team",
     agents: Mapping[str, ChatAgent] | None = None,
