@@ -91,6 +91,22 @@ def _redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str
     return {k: redact(v, secrets) for k, v in event_dict.items()}
 
 
+class _StderrLogger(structlog.PrintLogger):
+    """Prints to whatever ``sys.stderr`` is at the moment of writing, not the stream of the
+    moment logging was configured (which a test harness or a redirect may have closed)."""
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+class _StderrLoggerFactory:
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        return _StderrLogger()
+
+
 def configure_logging(level: str | None = None, *, run_dir: str | Path | None = None,
                       file_level: str = "INFO") -> str | None:
     """Human-readable structlog output on stderr at ``level`` (``AUTOMODEL_LOG_LEVEL``, default WARNING).
@@ -118,7 +134,7 @@ def configure_logging(level: str | None = None, *, run_dir: str | Path | None = 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     return run_id

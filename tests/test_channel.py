@@ -66,7 +66,7 @@ def test_assembly_overlays_messages_on_the_base():
 @pytest.mark.slow
 def test_an_app_agent_in_place_of_a_role_gets_its_code_run(tmp_path):
     store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1,
-                                   candidate_budget_s=10.0, max_epochs=2, time_budget_s=900.0))
+                                   candidate_budget_s=30.0, max_epochs=1, time_budget_s=900.0))
     app_engineer = AppModelEngineer()
     analyst = ReplayChatCompletionClient([
         '```json\n{"target": "model_engineer", "diagnosis": "capacity", "change": "your own model", '

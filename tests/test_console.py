@@ -11,7 +11,7 @@ from rich.console import Console
 from automodel._console import JsonDisplay, LiveDisplay, PlainDisplay, make_display
 from automodel.messages import AnalystFeedback, RunReport
 
-RUN = {"budget": {"max_attempts": 3}, "data": "demo", "backends": {"architect": "offline expert"}}
+RUN = {"settings": {"iterations": 2, "time_budget_s": 300}, "data": "demo", "backends": {"architect": "offline expert"}}
 
 
 def _msg(content) -> StructuredMessage:
