@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 
 _VARIANT_ORDER = {"ema": 0, "raw": 1}
 _REPORTED_NUMBERS = ("train_seconds", "total_seconds", "images_per_s", "est_step_s", "params", "input_size",
-                     "batch_size", "epochs_planned")
+                     "batch_size", "epochs_planned", "warm_start_tensors")
 
 
 @dataclass(frozen=True)
