@@ -267,7 +267,8 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
                 return prop
         return continue_training()
 
-    if last.get("status") in ("timeout",) or (last.get("error") and "MemoryLimit" in last.get("error", "")):
+    error = str(last.get("error") or "")
+    if last.get("status") in ("timeout",) or "MemoryLimit" in error or "Infeasible" in error:
         propose("data_engineer", {"INPUT_SIZE": max(int(d.get("INPUT_SIZE") or 32) // 2, 16)},
                 "The last candidate ran out of time or memory.", "halve the input size", "fits the budget again")
     chance = 1.5 / max(num_classes, 2)

@@ -230,7 +230,8 @@ class ExecutorAgent(RoleAgent):
         )
         store.record(Attempt(status=record_status, component=component or None, error=f"{error_type}: {message}"[:500],
                              best_val_accuracy=best_before, **common))
-        repairable = status in ("crashed", "invalid") and self._repairs < max_repairs
+        # A plan that cannot fit one epoch is not a bug to repair: the Analyst makes it cheaper.
+        repairable = status in ("crashed", "invalid") and error_type != "Infeasible" and self._repairs < max_repairs
         if repairable:
             owner = _as_component(component) if component in ENGINEER_OF else _owner_of(self._target)
             return ExecutionError(
