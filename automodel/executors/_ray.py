@@ -1,0 +1,518 @@
+"""Run candidates as Ray tasks, on this machine or on a cluster (``pip install 'automodel[ray]'``).
+
+Each request becomes one Ray task that asks for ``num_cpus`` / ``num_gpus`` (fractions
+allowed) and, on whichever node Ray picks, runs the request with the local executor
+(same child process, timeout, memory limit and session kill). The task is a streaming
+generator: events and output lines reach the caller's callbacks while the child trains,
+then the typed :class:`ExecutionResult` arrives.
+
+Files: the request's workdir is where the harness reads ``job.json`` and writes its
+log, metrics, predictions and checkpoint. When the worker sees the same workdir as the
+caller (same host, or a shared filesystem: detected with a marker file), it works in
+place. Otherwise the workdir's files are shipped to the worker, and everything the run
+wrote comes back in the task's return value and is written into the caller's workdir.
+Paths *outside* the workdir that the command reads (dataset, component files,
+checkpoints) must exist at the same path on every node. ``ray`` is imported only when
+this executor is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from ._base import EventCallback, Executor, LineCallback, register_executor
+from ._local import LocalExecutor
+from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutorError
+from ._parallel import IndexedEventCallback, IndexedLineCallback, end_child_sessions, run_threaded
+
+__all__ = ["RayExecutor"]
+
+ShipMode = Literal["auto", "always", "never"]
+_MARKER_PREFIX = ".automodel-ray-"
+_SUPERVISOR_FILE = "job.json"
+_DRIVER_SLACK_S = 60.0
+"""Beyond timeout + kill grace, how long the caller waits for a started task before killing its worker."""
+
+log = structlog.get_logger(__name__)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ExecutorError(
+            "The ray executor needs the 'ray' package, which is not installed. "
+            "Install it with: pip install 'automodel[ray]' (or pip install 'ray>=2.9')."
+        ) from exc
+    return ray
+
+
+@register_executor("ray")
+class RayExecutor(Executor):
+    """Runs each candidate as a Ray task (see the module docstring).
+
+    Args:
+        address: the Ray cluster to use: ``None`` joins the runtime this process already
+            started (``ray.init``) or else starts a local one (or joins ``RAY_ADDRESS``),
+            ``"auto"`` an existing cluster on this host, ``"ray://HOST:10001"`` a remote one.
+        num_cpus: CPUs each candidate asks for; Ray also sets its ``OMP_NUM_THREADS``.
+        num_gpus: GPUs each candidate asks for; fractions share a GPU (``0.5``: two per GPU).
+            Ray picks the GPUs and sets ``CUDA_VISIBLE_DEVICES``.
+        resources: other Ray resources per candidate, e.g. ``{"accelerator_type:H100": 0.01}``.
+        reserve_memory: also ask Ray for ``memory_limit_mb`` of memory when a request has one.
+        runtime_env: Ray runtime environment for the tasks (``env_vars``, ``pip``, ...).
+        ship_files: ``auto`` (ship only when the worker does not see the workdir),
+            ``always`` or ``never``.
+        max_ship_mb: most output a task sends back; larger files stay on the worker (logged).
+        init_kwargs: passed to ``ray.init`` when this executor starts or joins the runtime.
+        poll_interval_s, kill_grace_s, tail_lines: as for the local executor, on the worker.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        resources: dict[str, float] | None = None,
+        reserve_memory: bool = True,
+        runtime_env: dict[str, Any] | None = None,
+        ship_files: ShipMode = "auto",
+        max_ship_mb: float = 1024.0,
+        init_kwargs: dict[str, Any] | None = None,
+        poll_interval_s: float = 0.1,
+        kill_grace_s: float = 3.0,
+        tail_lines: int = 80,
+    ) -> None:
+        if num_cpus < 0 or num_gpus < 0 or (num_gpus > 1 and num_gpus != int(num_gpus)):
+            raise ValueError(
+                f"RayExecutor needs num_cpus >= 0 and num_gpus >= 0 (a fraction below 1 or a whole number); "
+                f"got num_cpus={num_cpus}, num_gpus={num_gpus}."
+            )
+        if ship_files not in ("auto", "always", "never"):
+            raise ValueError(f"ship_files must be 'auto', 'always' or 'never', got {ship_files!r}.")
+        if max_ship_mb <= 0:
+            raise ValueError(f"max_ship_mb must be > 0, got {max_ship_mb}.")
+        # Validate the worker-side settings here, in the caller, where the error is readable.
+        LocalExecutor(poll_interval_s=poll_interval_s, kill_grace_s=kill_grace_s, tail_lines=tail_lines)
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.resources = dict(resources or {})
+        self.reserve_memory = reserve_memory
+        self.runtime_env = runtime_env
+        self.ship_files: ShipMode = ship_files
+        self.max_ship_mb = max_ship_mb
+        self.init_kwargs = dict(init_kwargs or {})
+        self.local_options = {"poll_interval_s": poll_interval_s, "kill_grace_s": kill_grace_s, "tail_lines": tail_lines}
+        self._lock = threading.Lock()
+        self._remote: Any = None
+        self._in_flight: dict[str, Any] = {}
+        self._feasible: set[tuple[tuple[str, float], ...]] = set()
+
+    # -- driver side -----------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        ray = _import_ray()
+        with self._lock:
+            if not ray.is_initialized():
+                kwargs = {"ignore_reinit_error": True, **self.init_kwargs}
+                log.info("executor_ray_init", address=self.address)
+                try:
+                    ray.init(address=self.address, **kwargs)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise ExecutorError(
+                        f"Cannot start or join the Ray runtime at address={self.address!r} ({exc}). "
+                        "Start the cluster first (ray start --head), check the address, or pass address=None "
+                        "for a local runtime."
+                    ) from exc
+            if self._remote is None:
+                self._remote = ray.remote(_ray_task)
+        return ray
+
+    def _task_resources(self, request: ExecutionRequest) -> dict[str, float]:
+        wanted = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus), **self.resources}
+        if self.reserve_memory and request.memory_limit_mb:
+            wanted["memory"] = float(request.memory_limit_mb) * 2**20
+        return {k: v for k, v in wanted.items() if v > 0}
+
+    def _check_feasible(self, ray: Any, wanted: dict[str, float]) -> None:
+        """Fail now, not never: Ray would queue a task no node can ever run."""
+        key = tuple(sorted(wanted.items()))
+        if key in self._feasible:
+            return
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(all(res.get(k, 0.0) >= v for k, v in wanted.items()) for res in nodes):
+            self._feasible.add(key)
+            return
+        offered = "; ".join(
+            ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k in wanted) or "(none of them)"
+            for res in nodes
+        )
+        raise ExecutorError(
+            f"No node of the Ray cluster can run a candidate that asks for "
+            f"{', '.join(f'{k}={v:g}' for k, v in sorted(wanted.items()))}; the nodes offer: {offered or 'no nodes'}. "
+            "Lower num_cpus / num_gpus / resources (or the request's memory_limit_mb, or reserve_memory=False), "
+            "or add nodes that have them."
+        )
+
+    def run(
+        self,
+        request: ExecutionRequest,
+        on_event: EventCallback | None = None,
+        on_line: LineCallback | None = None,
+    ) -> ExecutionResult:
+        """Run ``request`` as one Ray task and return how it ended; see :class:`Executor`.
+
+        Raises:
+            ExecutorError: Ray is missing or unreachable, no node can satisfy the resources,
+                the worker died, or the child could not be started on the worker.
+        """
+        ray = self._connect()
+        wanted = self._task_resources(request)
+        self._check_feasible(ray, wanted)
+        try:
+            request.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExecutorError(
+                f"Cannot create workdir {request.workdir} ({exc}); pass a writable ExecutionRequest.workdir."
+            ) from exc
+        task_id = uuid.uuid4().hex
+        marker = request.workdir / f"{_MARKER_PREFIX}{task_id}"
+        marker.write_text("workdir shared with the caller\n")
+        inputs: dict[str, bytes] = {}
+        if self.ship_files != "never":
+            inputs, left = _pack(request.workdir, limit_bytes=int(self.max_ship_mb * 2**20))
+            if left:
+                log.warning("executor_ray_inputs_not_shipped", files=left, max_ship_mb=self.max_ship_mb)
+        options: dict[str, Any] = {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "max_retries": 0,
+            "num_returns": "streaming",
+        }
+        if "memory" in wanted:
+            options["memory"] = wanted["memory"]
+        if self.resources:
+            options["resources"] = self.resources
+        if self.runtime_env is not None:
+            options["runtime_env"] = self.runtime_env
+        settings = {
+            "local": self.local_options,
+            "ship": self.ship_files,
+            "max_ship_bytes": int(self.max_ship_mb * 2**20),
+            "marker": marker.name,
+            "lines": on_line is not None,
+            "caller_cwd": str(Path.cwd()),
+            "gpus_from_ray": self.num_gpus > 0,
+        }
+        submitted = time.monotonic()
+        gen = self._remote.options(**options).remote(request.model_dump(mode="json"), settings, inputs)
+        with self._lock:
+            self._in_flight[task_id] = gen
+        try:
+            return self._follow(ray, gen, request, submitted, on_event, on_line)
+        finally:
+            with self._lock:
+                self._in_flight.pop(task_id, None)
+            marker.unlink(missing_ok=True)
+
+    def _follow(
+        self,
+        ray: Any,
+        gen: Any,
+        request: ExecutionRequest,
+        submitted: float,
+        on_event: EventCallback | None,
+        on_line: LineCallback | None,
+    ) -> ExecutionResult:
+        """Relay the task's stream to the callbacks until its result arrives."""
+        deadline: float | None = None
+        node = ""
+        warned_queue = False
+        finished = False
+        try:
+            while True:
+                ready, _ = ray.wait([gen], timeout=0.5)
+                now = time.monotonic()
+                if not ready:
+                    if deadline is not None and now > deadline:
+                        log.error("executor_ray_worker_unresponsive", node=node, timeout_s=request.timeout_s)
+                        ray.cancel(gen, force=True)
+                        finished = True
+                        return _lost_worker_result(request, now - submitted)
+                    if deadline is None and not warned_queue and now - submitted > 30:
+                        log.warning("executor_ray_queued", waited_s=round(now - submitted), resources=self._task_resources(request))
+                        warned_queue = True
+                    continue
+                try:
+                    item = ray.get(next(gen))
+                except StopIteration:
+                    finished = True
+                    raise ExecutorError("The Ray task ended without sending its result (see the Ray worker logs).") from None
+                kind = item["kind"]
+                if kind == "started":
+                    node = item["node"]
+                    grace = float(self.local_options["kill_grace_s"])
+                    deadline = now + request.timeout_s + grace + _DRIVER_SLACK_S
+                    log.info("executor_started", executor=self.name, node=node, worker_pid=item["pid"],
+                             shared_workdir=item["shared"], queued_s=round(now - submitted, 2), argv=request.argv)
+                elif kind == "event":
+                    _call(on_event, item["event"])
+                elif kind == "line":
+                    _call(on_line, item["line"])
+                elif kind == "error":
+                    finished = True
+                    raise ExecutorError(f"On Ray node {node or '?'}: {item['message']}")
+                elif kind == "result":
+                    finished = True
+                    result = ExecutionResult.model_validate(item["result"])
+                    _unpack(request.workdir, item["files"])
+                    if item["left"]:
+                        log.warning("executor_ray_files_left_on_worker", node=node, files=item["left"],
+                                    max_ship_mb=self.max_ship_mb)
+                    log.info("executor_finished", executor=self.name, node=node, status=result.status,
+                             duration_s=round(result.duration_s, 2),
+                             overhead_s=round(time.monotonic() - submitted - result.duration_s, 2),
+                             shipped_files=len(item["files"]))
+                    return result
+        except ray.exceptions.OutOfMemoryError as exc:
+            finished = True
+            return _ray_oom_result(request, time.monotonic() - submitted, str(exc))
+        except ray.exceptions.RayError as exc:
+            finished = True
+            raise ExecutorError(
+                f"The Ray task for {request.workdir} failed ({type(exc).__name__}: {str(exc)[:500]}). "
+                "Check that automodel (same version) is installed on every Ray worker and see the Ray logs."
+            ) from exc
+        finally:
+            if not finished:  # interrupted (Ctrl-C) or a callback raised: stop the candidate
+                with contextlib.suppress(Exception):
+                    ray.cancel(gen)
+
+    def cancel_running(self) -> None:
+        """Cancel every task this executor is following; their workers end the children."""
+        ray = _import_ray()
+        with self._lock:
+            running = list(self._in_flight.values())
+        for gen in running:
+            with contextlib.suppress(Exception):
+                ray.cancel(gen)
+
+    def run_many(
+        self,
+        requests: Sequence[ExecutionRequest],
+        *,
+        max_parallel: int | None = None,
+        on_event: IndexedEventCallback | None = None,
+        on_line: IndexedLineCallback | None = None,
+        gpus: Sequence[str] | None = None,
+    ) -> list[ExecutionResult]:
+        """Submit all requests (Ray queues them by resources); see :meth:`Executor.run_many`.
+
+        Raises:
+            ValueError: ``gpus`` was given; Ray assigns GPUs itself (use ``num_gpus``).
+            ExecutorError: as for :meth:`run`, after every other request ended.
+        """
+        if gpus is not None:
+            raise ValueError(
+                "The ray executor assigns GPUs itself; set RayExecutor(num_gpus=...) per candidate instead of gpus=."
+            )
+        return run_threaded(
+            self, requests, max_parallel=max_parallel, on_event=on_event, on_line=on_line,
+            on_interrupt=self.cancel_running,
+        )
+
+
+def _call(callback: Callable[[Any], None] | None, arg: Any) -> None:
+    if callback is None:
+        return
+    try:
+        callback(arg)
+    except Exception:
+        # As with the local executor, a broken observer must not stop the run.
+        log.warning("executor_callback_failed", callback=repr(callback), exc_info=True)
+
+
+def _lost_worker_result(request: ExecutionRequest, duration: float) -> ExecutionResult:
+    return ExecutionResult(
+        status="timeout",
+        returncode=None,
+        duration_s=duration,
+        error=ComponentError(
+            component="harness",
+            error_type="Timeout",
+            message=f"The Ray worker did not report back within the time budget of {request.timeout_s:g} s "
+            "(plus grace) and was killed. Train for less time, or check the worker node.",
+        ),
+        log_path=request.log_path,
+    )
+
+
+def _ray_oom_result(request: ExecutionRequest, duration: float, detail: str) -> ExecutionResult:
+    return ExecutionResult(
+        status="oom",
+        returncode=None,
+        duration_s=duration,
+        error=ComponentError(
+            component="harness",
+            error_type="OutOfMemoryError",
+            message="Ray killed the worker because its node ran out of memory. Lower the batch size, input "
+            f"size, DataLoader workers or model size, or run fewer candidates per node. Ray: {detail[:300]}",
+        ),
+        log_path=request.log_path,
+    )
+
+
+# -- files between caller and worker ------------------------------------------------
+
+
+def _pack(root: Path, *, limit_bytes: int | None, since: float | None = None) -> tuple[dict[str, bytes], list[str]]:
+    """Regular files under ``root`` (modified after ``since``) as ``{relative path: bytes}``.
+
+    Returns the packed files and the relative paths left out because of ``limit_bytes``.
+    Markers and symbolic links are never packed.
+    """
+    files: dict[str, bytes] = {}
+    left: list[str] = []
+    total = 0
+    if not root.is_dir():
+        return files, left
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.name.startswith(_MARKER_PREFIX):
+            continue
+        stat = path.stat()
+        if since is not None and stat.st_mtime < since:
+            continue
+        rel = path.relative_to(root).as_posix()
+        if limit_bytes is not None and total + stat.st_size > limit_bytes:
+            left.append(rel)
+            continue
+        files[rel] = path.read_bytes()
+        total += stat.st_size
+    return files, left
+
+
+def _unpack(root: Path, files: dict[str, bytes]) -> None:
+    """Write shipped files under ``root``, refusing any path that would land outside it."""
+    base = root.resolve()
+    for rel, data in files.items():
+        target = (base / rel).resolve()
+        if base not in target.parents:
+            log.error("executor_ray_refused_path", path=rel, workdir=str(base))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.ship")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+# -- worker side ---------------------------------------------------------------------
+
+
+def _ray_task(request_data: dict[str, Any], settings: dict[str, Any], inputs: dict[str, bytes]) -> Iterator[dict[str, Any]]:
+    """The Ray task: run the request with the local executor, streaming what happens.
+
+    Yields ``started``, then ``event`` / ``line`` items while the child runs, then one
+    ``result`` (or ``error``) item.
+    """
+    import ray
+
+    request = ExecutionRequest.model_validate(request_data)
+    workdir = request.workdir
+    shared = (workdir / settings["marker"]).is_file()
+    ship = settings["ship"] == "always" or (settings["ship"] == "auto" and not shared)
+    created_dir = not workdir.exists()
+    if ship:
+        _unpack_fresh(workdir, inputs)
+    if request.cwd is None and Path(settings["caller_cwd"]).is_dir():
+        request = request.model_copy(update={"cwd": Path(settings["caller_cwd"])})
+    if settings["gpus_from_ray"] and "CUDA_VISIBLE_DEVICES" in request.env:
+        # Ray chose this task's GPUs and set them in the worker's environment; they win.
+        request = request.model_copy(update={"env": {k: v for k, v in request.env.items() if k != "CUDA_VISIBLE_DEVICES"}})
+    _adopt_job(workdir / _SUPERVISOR_FILE)
+    yield {"kind": "started", "node": ray.util.get_node_ip_address(), "pid": os.getpid(), "shared": shared}
+
+    items: queue.Queue[dict[str, Any]] = queue.Queue()
+    outcome: dict[str, Any] = {}
+    started = time.time()
+    executor = LocalExecutor(**settings["local"])
+
+    def work() -> None:
+        try:
+            outcome["result"] = executor.run(
+                request,
+                on_event=lambda e: items.put({"kind": "event", "event": e}),
+                on_line=(lambda line: items.put({"kind": "line", "line": line})) if settings["lines"] else None,
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="automodel-ray-candidate", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive() or not items.empty():
+            try:
+                yield items.get(timeout=0.1)
+            except queue.Empty:
+                continue
+    finally:
+        if thread.is_alive():  # cancelled (KeyboardInterrupt from ray.cancel): end the child now
+            end_child_sessions(grace_s=float(settings["local"]["kill_grace_s"]))
+            thread.join(timeout=30)
+    if "error" in outcome:
+        exc = outcome["error"]
+        yield {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
+        return
+    result: ExecutionResult = outcome["result"]
+    files: dict[str, bytes] = {}
+    left: list[str] = []
+    if ship:
+        files, left = _pack(workdir, limit_bytes=int(settings["max_ship_bytes"]), since=None)
+        _remove_shipped(workdir, files, created_dir)
+    yield {"kind": "result", "result": result.model_dump(mode="json"), "files": files, "left": left,
+           "seconds": time.time() - started}
+
+
+def _unpack_fresh(workdir: Path, inputs: dict[str, bytes]) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    _unpack(workdir, inputs)
+
+
+def _remove_shipped(workdir: Path, files: dict[str, bytes], created_dir: bool) -> None:
+    """Remove the worker's copy of what was shipped back (and the workdir if this task made it)."""
+    for rel in files:
+        with contextlib.suppress(OSError):
+            (workdir / rel).unlink()
+    if created_dir and not any(p.is_file() for p in workdir.rglob("*")):
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _adopt_job(job_file: Path) -> None:
+    """Make this worker the supervisor the harness watches (``parent_pid`` in ``job.json``).
+
+    The harness stops when the process that started it is gone; under Ray that process is
+    this worker, not the caller.
+    """
+    try:
+        data = json.loads(job_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(data, dict) or data.get("parent_pid") is None:
+        return
+    data["parent_pid"] = os.getpid()
+    tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, job_file)
