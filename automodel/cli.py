@@ -29,6 +29,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-test", type=int, default=None, help="use a stratified subset of this many test images")
 
 
+def _add_executor_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", default="auto", choices=["auto", "sandbox", "docker", "local"],
+                   help="where candidate code runs: auto (sandbox where bubblewrap starts, else local), sandbox "
+                   "(bubblewrap), docker, or local (no isolation); see README 'Security model'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="automodel", description="A team of agents that builds an image classifier.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
+    _add_executor_arg(run)
 
     once = sub.add_parser("train-once", help="train and score one candidate (three component files)")
     _add_data_args(once)
@@ -55,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with data.py, model.py, training.py (default: the reference recipe)")
     once.add_argument("--time-budget", type=float, default=120.0, help="training seconds (default 120)")
     once.add_argument("--memory-limit-mb", type=int, default=None)
+    _add_executor_arg(once)
 
     val = sub.add_parser("validate", help="check component files against their interfaces")
     val.add_argument("components", type=Path)
@@ -93,7 +101,7 @@ def cmd_train_once(args: argparse.Namespace) -> int:
     console.print(ws.data.meta.profile.summary())
     workdir = ws.store.root / "train-once"
     copy_components(Path(components), workdir)
-    result = ws.runner(memory_limit_mb=args.memory_limit_mb).train(
+    result = ws.runner(memory_limit_mb=args.memory_limit_mb, executor=args.executor).train(
         workdir, workdir, time_budget_s=args.time_budget, seed=args.seed, on_event=EventPrinter(console)
     )
     if result.ok and result.result:
@@ -132,7 +140,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from automodel.executors import resolve_executor
     from automodel.run import RunOptions, run_team
+
+    resolve_executor(args.executor)  # an explicit executor that cannot start here stops the run now
 
     opts = RunOptions(
         data=args.data,
@@ -156,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         resume=args.resume,
         zero_shot=not args.no_zero_shot,
+        executor=args.executor,
     )
     final = run_team(opts, console=console)
     return 0 if final.get("best_val_accuracy") is not None else 1
@@ -165,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``automodel`` command."""
     from automodel.config import ConfigError
     from automodel.data import DataError
+    from automodel.executors import ExecutorError
     from automodel.logging import configure_logging
 
     args = build_parser().parse_args(argv)
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
         return 2
-    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, ExecutorError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:

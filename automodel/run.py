@@ -73,6 +73,8 @@ class RunOptions:
     max_test: int | None = None
     threads: int = 0
     """CPU threads per candidate (0: all this process may use)."""
+    executor: str = "auto"
+    """Where candidate code runs: auto | sandbox | docker | local (see automodel.executors)."""
 
 
 def prepare_run(opts: RunOptions) -> RunStore:
@@ -122,6 +124,7 @@ def prepare_run(opts: RunOptions) -> RunStore:
             "memory_limit_mb": opts.memory_limit_mb,
             "max_epochs": opts.max_epochs,
             "threads": opts.threads,
+            "executor": opts.executor,
         },
         elapsed_before_s=0.0,
     )

@@ -8,12 +8,15 @@ candidates:
 
 - ``k1``: one at a time, each with every thread (2 on this machine);
 - ``seq1``: one at a time, one thread each;
-- ``k2``: two at once through ``Executor.run_many``, one thread each.
+- ``k2``: two at once (one thread of the caller each, as ``Executor.run_many`` does), one
+  CPU thread each.
 
 It prints one JSON object: ``ratio`` = k2 over k1 candidates per hour with the better
 executor (target >= 1.15), ``parallel_efficiency`` = k2 over twice seq1 for that
-executor (target >= 0.85), and ``ray_overhead_s`` = the Ray executor's wall time per
-candidate beyond the child's own run (target < 2 s; ``ray.init`` is reported apart).
+executor (target >= 0.85), and ``ray_overhead_s`` = the wall time per candidate the Ray
+executor adds beyond the local one, around the same child (target < 2 s; ``ray.init``
+is reported apart). Candidates go through :class:`CandidateRunner` (job directory,
+trusted scoring), as in a run.
 The numbers mean something only when nothing else runs on the machine.
 
     python benchmarks/parallel_candidates.py [--epochs 12] [--pairs 2] [--executors local ray]
@@ -30,10 +33,11 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from automodel.executors import ExecutionRequest, ExecutionResult, Executor, LocalExecutor, RayExecutor
+from automodel.executors import ExecutionResult, Executor, RayExecutor, create_executor
 from automodel.harness import CandidateRunner
 from automodel.interfaces import REFERENCE_DIR
 from automodel.workspace import Workspace, open_workspace
@@ -45,17 +49,6 @@ KNOBS = {
     "model.py": {"WIDTH = 0": "WIDTH = 32", 'ARCH = "auto"': 'ARCH = "small_cnn"'},
     "training.py": {"GRAD_CLIP = 1.0": "GRAD_CLIP = 0.0"},
 }
-
-
-class _Planner(Executor):
-    """Records the request a :class:`CandidateRunner` builds instead of running it."""
-
-    def __init__(self) -> None:
-        self.requests: list[ExecutionRequest] = []
-
-    def run(self, request: ExecutionRequest, on_event: Any = None, on_line: Any = None) -> ExecutionResult:
-        self.requests.append(request)
-        return ExecutionResult(status="crashed", returncode=None, duration_s=0.0)
 
 
 def components(root: Path, epochs: int) -> Path:
@@ -71,44 +64,42 @@ def components(root: Path, epochs: int) -> Path:
     return comp
 
 
-def plan(ws: Workspace, comp: Path, work: Path, n: int, threads: int, epochs: int) -> list[ExecutionRequest]:
-    """The harness requests of ``n`` identical candidates with ``threads`` threads each."""
-    planner = _Planner()
-    runner = CandidateRunner(ws.store.data_dir, executor=planner, device="cpu", threads=threads, max_epochs=epochs)
-    for i in range(n):
-        runner.train(comp, work / f"c{i}", time_budget_s=3600, seed=i)
-    return planner.requests
+def phase(
+    executor: Executor, ws: Workspace, comp: Path, work: Path, n: int, threads: int, epochs: int, parallel: int
+) -> dict[str, Any]:
+    """Train ``n`` identical candidates with ``threads`` threads each, ``parallel`` at a time."""
+    runner = CandidateRunner(ws.store.data_dir, executor=executor, device="cpu", threads=threads, max_epochs=epochs)
+    walls: list[float] = []
 
+    def one(i: int) -> ExecutionResult:
+        t = time.monotonic()
+        result = runner.train(comp, work / f"c{i}", time_budget_s=3600, seed=i)
+        walls.append(time.monotonic() - t)
+        return result
 
-def phase(executor: Executor, requests: list[ExecutionRequest], parallel: int) -> dict[str, Any]:
     t0 = time.monotonic()
-    if parallel == 1:
-        walls, results = [], []
-        for r in requests:
-            t = time.monotonic()
-            results.append(executor.run(r))
-            walls.append(time.monotonic() - t)
-    else:
-        results = executor.run_many(requests, max_parallel=parallel)
-        walls = []
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        results = list(pool.map(one, range(n)))
     wall = time.monotonic() - t0
     bad = [(r.status, r.error.message[:200] if r.error else "") for r in results if not r.ok]
     if bad:
         raise SystemExit(f"a benchmark candidate failed: {bad}")
     child = [r.duration_s for r in results]
     out: dict[str, Any] = {
-        "candidates": len(requests),
+        "candidates": n,
         "wall_s": round(wall, 2),
-        "per_hour": round(len(requests) / wall * 3600, 1),
+        "per_hour": round(n / wall * 3600, 1),
         "child_s": [round(c, 2) for c in child],
         "val_accuracy": [round(float((r.result or {}).get("val_accuracy", 0.0)), 4) for r in results],
     }
-    if walls:  # one at a time: what the executor adds around each child
+    if parallel == 1:  # one at a time: what the runner and executor add around each child
         out["overhead_s"] = round(statistics.mean(w - c for w, c in zip(walls, child, strict=True)), 3)
     return out
 
 
-def bench_executor(name: str, ws: Workspace, comp: Path, work: Path, n: int, epochs: int, cpus: int) -> dict[str, Any]:
+def bench_executor(
+    name: str, inner: str, ws: Workspace, comp: Path, work: Path, n: int, epochs: int, cpus: int
+) -> dict[str, Any]:
     record: dict[str, Any] = {}
     if name == "ray":
         import ray
@@ -116,16 +107,16 @@ def bench_executor(name: str, ws: Workspace, comp: Path, work: Path, n: int, epo
         t = time.monotonic()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         record["init_s"] = round(time.monotonic() - t, 2)
-        wide: Executor = RayExecutor(num_cpus=cpus)
-        narrow: Executor = RayExecutor(num_cpus=1)
+        wide: Executor = RayExecutor(num_cpus=cpus, inner=inner)
+        narrow: Executor = RayExecutor(num_cpus=1, inner=inner)
         # Two throwaway candidates at once start both worker processes, as a long-lived team would have.
-        phase(narrow, plan(ws, comp, work / "ray-warm", 2, 1, 1), 2)
+        phase(narrow, ws, comp, work / "ray-warm", 2, 1, 1, 2)
     else:
-        wide = narrow = LocalExecutor()
+        wide = narrow = create_executor(inner)
     try:
-        record["k1"] = phase(wide, plan(ws, comp, work / f"{name}-k1", n, cpus, epochs), 1)
-        record["seq1"] = phase(narrow, plan(ws, comp, work / f"{name}-seq1", n, 1, epochs), 1)
-        record["k2"] = phase(narrow, plan(ws, comp, work / f"{name}-k2", n, 1, epochs), 2)
+        record["k1"] = phase(wide, ws, comp, work / f"{name}-k1", n, cpus, epochs, 1)
+        record["seq1"] = phase(narrow, ws, comp, work / f"{name}-seq1", n, 1, epochs, 1)
+        record["k2"] = phase(narrow, ws, comp, work / f"{name}-k2", n, 1, epochs, 2)
     finally:
         if name == "ray":
             import ray
@@ -141,6 +132,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12, help="epochs per candidate (fixed work)")
     parser.add_argument("--pairs", type=int, default=2, help="pairs of candidates per phase")
     parser.add_argument("--executors", nargs="+", default=["local", "ray"], choices=["local", "ray"])
+    parser.add_argument("--inner", default="local", choices=["local", "sandbox"],
+                        help="how each child runs (for ray: on the worker); the same for both executors")
     parser.add_argument("--quick", action="store_true", help="3 epochs, 1 pair: checks it runs, measures little")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/parallel_candidates.json"))
     args = parser.parse_args()
@@ -153,7 +146,7 @@ def main() -> None:
         ws = open_workspace("demo", tmp / "run", device="cpu", root=tmp / "digits")
         comp = components(tmp, epochs)
         per_executor = {
-            name: bench_executor(name, ws, comp, tmp / "work", 2 * pairs, epochs, cpus) for name in args.executors
+            name: bench_executor(name, args.inner, ws, comp, tmp / "work", 2 * pairs, epochs, cpus) for name in args.executors
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -163,10 +156,15 @@ def main() -> None:
         "ratio": per_executor[best]["ratio"],
         "better_executor": best,
         "parallel_efficiency": per_executor[best]["parallel_efficiency"],
-        "ray_overhead_s": per_executor["ray"]["seq1"]["overhead_s"] if "ray" in per_executor else None,
+        # What Ray adds per candidate beyond the local executor (same runner, same child).
+        "ray_overhead_s": (
+            round(per_executor["ray"]["seq1"]["overhead_s"] - per_executor["local"]["seq1"]["overhead_s"], 3)
+            if {"ray", "local"} <= set(per_executor) else None
+        ),
         "targets": TARGETS,
         "setting": {"epochs": epochs, "candidates_per_phase": 2 * pairs, "threads_k1": cpus, "threads_k2": 1,
-                    "model": "reference small_cnn width 32, 32x32, batch 64, digits", "quick": args.quick},
+                    "model": "reference small_cnn width 32, 32x32, batch 64, digits", "quick": args.quick,
+                    "inner": args.inner},
         "executors": per_executor,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": [round(x, 2) for x in load_before],

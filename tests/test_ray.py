@@ -55,6 +55,10 @@ def test_registered_and_lazy() -> None:
     assert "ray" in list_executors()
     executor = create_executor("ray", num_cpus=1, num_gpus=0.5)
     assert isinstance(executor, RayExecutor) and executor.num_gpus == 0.5
+    assert executor.inner == "auto" and not executor.isolates_filesystem
+    assert RayExecutor(inner="sandbox").isolates_filesystem
+    with pytest.raises(ValueError, match="Valid choices: auto, docker, local, sandbox"):
+        RayExecutor(inner="nope")
     with pytest.raises(ValueError, match="num_gpus"):
         RayExecutor(num_gpus=1.5)
     bad: dict[str, Any] = {"ship_files": "sometimes"}
@@ -82,7 +86,7 @@ def test_two_candidates_run_at_once(ray_runtime: None, tmp_path: Path) -> None:
     for me, other in (("a", "b"), ("b", "a")):
         r = _request(tmp_path, me, body, timeout_s=60)
         requests.append(r.model_copy(update={"argv": [*r.argv, me, other]}))
-    results = RayExecutor(num_cpus=1).run_many(requests)
+    results = RayExecutor(num_cpus=1, inner="local").run_many(requests)
     assert [r.status for r in results] == ["ok", "ok"], [r.log_tail for r in results]
     a, b = (r.result or {} for r in results)
     assert a["started"] < b["ended"] and b["started"] < a["ended"]  # the intervals overlap
@@ -108,7 +112,7 @@ def test_crash_and_timeout_do_not_disturb_the_others(ray_runtime: None, tmp_path
     write_result(sys.argv[1], val_accuracy=0.9)
     """)
     events: list[tuple[int, dict[str, Any]]] = []
-    executor = RayExecutor(num_cpus=1, kill_grace_s=1.0)
+    executor = RayExecutor(num_cpus=1, inner="local", inner_options={"kill_grace_s": 1.0})
     results = executor.run_many([crash, hang, fine], on_event=lambda i, e: events.append((i, e)))
     assert [r.status for r in results] == ["crashed", "timeout", "ok"]
     assert results[0].error is not None and results[0].error.error_type == "ValueError"
@@ -141,7 +145,7 @@ def test_events_arrive_while_the_candidate_runs(ray_runtime: None, tmp_path: Pat
     def acknowledge(event: dict[str, Any]) -> None:
         (req.workdir / "ack").touch()
 
-    result = RayExecutor().run(req, on_event=acknowledge, on_line=lines.append)
+    result = RayExecutor(inner="local").run(req, on_event=acknowledge, on_line=lines.append)
     assert result.status == "ok", result.log_tail
     assert result.result == {"acknowledged": True}
     assert lines == ['@@AM {"event": "progress", "step": 1}']
@@ -164,7 +168,7 @@ def test_files_come_back_in_the_return_value(ray_runtime: None, tmp_path: Path) 
     """)
     req.workdir.mkdir(parents=True)
     (req.workdir / "job.json").write_text('{"x": 1}')
-    result = RayExecutor(ship_files="always", max_ship_mb=1.0).run(req)
+    result = RayExecutor(inner="local", ship_files="always", max_ship_mb=1.0).run(req)
     assert result.status == "ok", result.log_tail
     assert (req.workdir / "sub" / "checkpoint.pt").read_bytes() == bytes(range(256)) * 64
     assert json.loads((req.workdir / "result.json").read_text()) == {"val_accuracy": 0.5}
@@ -174,38 +178,83 @@ def test_files_come_back_in_the_return_value(ray_runtime: None, tmp_path: Path) 
     assert not list(req.workdir.glob(".automodel-ray-*"))
 
 
-def test_pack_and_unpack_stay_inside_the_workdir(tmp_path: Path) -> None:
-    from automodel.executors._ray import _pack, _unpack
+def test_a_worker_that_does_not_see_the_workdir_gets_the_files(
+    ray_runtime: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same host, but the marker is never written: the worker cannot tell this from another
+    # node without the caller's filesystem, asks for the inputs, and ships the outputs back.
+    monkeypatch.setattr(RayExecutor, "_mark", staticmethod(lambda workdir: workdir / ".automodel-ray-absent"))
+    req = _request(tmp_path, "remote", """
+    import os, sys
+    work = sys.argv[1]
+    with open(os.path.join(work, "job.json")) as f:
+        job = f.read()
+    with open(os.path.join(work, "out.bin"), "wb") as f:
+        f.write(b"weights")
+    write_result(work, job=job)
+    """)
+    req.workdir.mkdir(parents=True)
+    (req.workdir / "job.json").write_text('{"y": 2}')
+    executor = RayExecutor(inner="local")
+    result = executor.run(req)
+    assert result.status == "ok", result.log_tail
+    assert result.result == {"job": '{"y": 2}'}
+    assert (req.workdir / "out.bin").read_bytes() == b"weights"
+    assert executor._unshared_seen  # later tasks send the files at once
+
+
+def test_bundles_stay_inside_the_request_dirs(tmp_path: Path) -> None:
+    from automodel.executors._shipping import apply_bundle, make_bundle
 
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
     (src / "a" / "m.json").write_text("{}")
     (src / "link").symlink_to(tmp_path)
-    files, left = _pack(src, limit_bytes=None)
-    assert files == {"a/m.json": b"{}"} and left == []
-    _unpack(tmp_path / "dst", {**files, "../escape.txt": b"no"})
-    assert (tmp_path / "dst" / "a" / "m.json").read_text() == "{}"
-    assert not (tmp_path / "escape.txt").exists()
+    (src / ".automodel-ray-1").write_text("marker")
+    bundle = make_bundle([src], limit_bytes=1 << 20, links=False)
+    assert bundle == {"files": {str(src / "a" / "m.json"): b"{}"}, "links": {}, "left": []}
+    assert make_bundle([src], limit_bytes=1 << 20, links=True)["links"] == {str(src / "link"): str(tmp_path)}
+    dst = tmp_path / "dst"
+    hard = tmp_path / "cache.npy"
+    hard.write_bytes(b"cached data")
+    dst.mkdir()
+    os.link(hard, dst / "data.npy")  # the job dir links the data cache in: it must not be written through
+    written = apply_bundle([dst], {"files": {
+        str(dst / "a" / "m.json"): b"{}",
+        str(dst / "data.npy"): b"new",
+        str(tmp_path / "escape.txt"): b"no",
+        str(dst / ".." / "escape2.txt"): b"no",
+    }})
+    assert sorted(written) == [str(dst / "a" / "m.json"), str(dst / "data.npy")]
+    assert (dst / "a" / "m.json").read_text() == "{}" and (dst / "data.npy").read_bytes() == b"new"
+    assert hard.read_bytes() == b"cached data"
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "escape2.txt").exists()
 
 
 def test_a_request_no_node_can_run_fails_at_once(ray_runtime: None, tmp_path: Path) -> None:
     req = _request(tmp_path, "gpu", "print('never runs')")
     with pytest.raises(ExecutorError, match="No node of the Ray cluster.*GPU=1"):
-        RayExecutor(num_gpus=1).run(req)
+        RayExecutor(num_gpus=1, inner="local").run(req)
 
 
-def test_the_harness_trains_through_ray(ray_runtime: None, digits_workspace, reference_copy, tmp_path: Path) -> None:
+def test_the_harness_trains_through_ray_in_the_sandbox(
+    ray_runtime: None, digits_workspace, reference_copy, tmp_path: Path
+) -> None:
+    # The real path: CandidateRunner's job directory, the harness, the inner executor chosen on
+    # the worker (the sandbox where bubblewrap starts), the trusted scorer on the caller's side.
     edit(reference_copy / "training.py", "EPOCHS = 0", "EPOCHS = 1")
-    runner = CandidateRunner(
-        digits_workspace.store.data_dir, executor=RayExecutor(num_cpus=1), device="cpu", max_epochs=1
-    )
+    executor = RayExecutor(num_cpus=1)
+    runner = CandidateRunner(digits_workspace.store.data_dir, executor=executor, device="cpu", max_epochs=1)
     events: list[dict[str, Any]] = []
     result = runner.train(reference_copy, tmp_path / "it", time_budget_s=120, on_event=events.append)
     assert result.status == "ok", result.log_tail
     metrics = json.loads((tmp_path / "it" / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 1 and metrics["val_accuracy"] > 0.1
+    assert metrics["epochs_run"] == 1 and metrics["val_accuracy"] > 0.1  # scored here, from predictions
+    assert result.result is not None and result.result["val_accuracy"] == metrics["val_accuracy"]
     assert (tmp_path / "it" / "checkpoint.pt").is_file()
-    assert [e["event"] for e in events][-1] == "done"
+    kinds = [e["event"] for e in events]
+    assert "epoch" in kinds and kinds[-1] == "done"
+    assert any("val_accuracy" in e for e in events if e["event"] == "epoch")  # live trusted scores
 
 
 def _alive(pid: int) -> bool:

@@ -1,27 +1,66 @@
-"""Where a candidate runs: one interface, one request type, one result type.
+"""Where a candidate runs: one interface, one request type, one result type; and the trusted scorer.
 
-``create_executor("local")`` gives a :class:`LocalExecutor`, ``create_executor("ray")`` a
-:class:`RayExecutor` (needs ``pip install 'automodel[ray]'``); others register with
-:func:`register_executor`. ``Executor.run_many`` runs several candidates at once;
-:func:`resolve_gpus` turns ``--gpus`` into one ``CUDA_VISIBLE_DEVICES`` slot per candidate.
-A failing candidate is an :class:`ExecutionResult`, never an exception; :class:`ExecutorError`
-means the executor itself failed.
+``create_executor(name)`` builds a registered executor: ``local`` (a plain subprocess, not a
+security boundary), ``sandbox`` (bubblewrap) and ``docker``; :func:`resolve_executor` also
+accepts ``"auto"`` (the sandbox where it starts, else ``local``); ``ray`` runs each candidate as a
+Ray task (``pip install 'automodel[ray]'``) with one of those on the worker.
+``Executor.run_many`` runs several candidates at once, and :func:`resolve_gpus` turns ``--gpus``
+into one ``CUDA_VISIBLE_DEVICES`` slot per candidate. A failing candidate is an
+:class:`ExecutionResult`, never an exception; :class:`ExecutorError` means the executor itself
+failed. The harness protocol (job spec, job directory layout, file names, events) is defined
+here once, for both sides; :class:`ValidationScorer` computes every score outside the candidate.
 """
 
 from ._base import EventCallback, Executor, LineCallback, create_executor, list_executors, register_executor
+from ._docker import DEFAULT_IMAGE, DockerExecutor, docker_problem, import_local_image
 from ._gpus import GpuSlots, gpu_envs, parse_gpus, resolve_gpus, visible_gpus
-from ._local import ERROR_FILE, OOM_ERROR_TYPES, RESULT_FILE, LocalExecutor
+from ._local import OOM_ERROR_TYPES, LocalExecutor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
-from ._output import EVENT_PREFIX
 from ._parallel import IndexedEventCallback, IndexedLineCallback
+from ._protocol import (
+    COMPONENTS_DIR,
+    DATA_DIR,
+    ERROR_EXIT_CODE,
+    ERROR_FILE,
+    EVENT_PREFIX,
+    GUARD_ENV,
+    INFEASIBLE_ERROR_TYPE,
+    JOB_FILE,
+    OUT_DIR,
+    RESULT_FILE,
+    WEIGHTS_DIR,
+    HarnessJob,
+    checkpoint_name,
+    emit,
+    parse_event,
+    parse_val_name,
+    predictions_name,
+    val_predictions_name,
+    write_json_atomic,
+)
 from ._ray import RayExecutor
+from ._sandbox import SandboxExecutor, bwrap_problem, python_paths
+from ._scorer import EpochScore, ValidationScorer, read_predictions, score_log_probs
+from ._select import DEFAULT_EXECUTOR, resolve_executor
 
 __all__ = [
+    "COMPONENTS_DIR",
+    "DATA_DIR",
+    "DEFAULT_EXECUTOR",
+    "DEFAULT_IMAGE",
+    "ERROR_EXIT_CODE",
     "ERROR_FILE",
     "EVENT_PREFIX",
+    "GUARD_ENV",
+    "INFEASIBLE_ERROR_TYPE",
+    "JOB_FILE",
     "OOM_ERROR_TYPES",
+    "OUT_DIR",
     "RESULT_FILE",
+    "WEIGHTS_DIR",
     "ComponentError",
+    "DockerExecutor",
+    "EpochScore",
     "EventCallback",
     "ExecutionRequest",
     "ExecutionResult",
@@ -29,16 +68,33 @@ __all__ = [
     "Executor",
     "ExecutorError",
     "GpuSlots",
+    "HarnessJob",
     "IndexedEventCallback",
     "IndexedLineCallback",
     "LineCallback",
     "LocalExecutor",
     "RayExecutor",
+    "SandboxExecutor",
+    "ValidationScorer",
+    "bwrap_problem",
+    "checkpoint_name",
     "create_executor",
+    "docker_problem",
+    "emit",
     "gpu_envs",
+    "import_local_image",
     "list_executors",
+    "parse_event",
     "parse_gpus",
+    "parse_val_name",
+    "predictions_name",
+    "python_paths",
+    "read_predictions",
     "register_executor",
+    "resolve_executor",
     "resolve_gpus",
+    "score_log_probs",
+    "val_predictions_name",
     "visible_gpus",
+    "write_json_atomic",
 ]

@@ -32,6 +32,9 @@ class Executor(ABC):
     """
 
     name: str = ""
+    isolates_filesystem: bool = False
+    """Whether the child sees only the system, the Python environment, its job directory and
+    ``ExecutionRequest.readonly_paths`` (and no network): a security boundary. ``False`` for ``local``."""
 
     @abstractmethod
     def run(

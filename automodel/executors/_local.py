@@ -15,11 +15,10 @@ from ._base import EventCallback, Executor, LineCallback, register_executor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
 from ._output import OutputReader, crash_error, read_component_error, read_json_dict
 from ._procs import cgroup_oom_kills, end_session, session_pids, session_rss_mb
+from ._protocol import ERROR_FILE, INFEASIBLE_ERROR_TYPE, RESULT_FILE
 
-__all__ = ["OOM_ERROR_TYPES", "RESULT_FILE", "ERROR_FILE", "LocalExecutor"]
+__all__ = ["OOM_ERROR_TYPES", "LocalExecutor"]
 
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
 OOM_ERROR_TYPES = frozenset({"MemoryError", "OutOfMemoryError", "torch.cuda.OutOfMemoryError"})
 """``error_type`` values in ``error.json`` that mean the run ran out of (host or GPU) memory."""
 
@@ -33,7 +32,8 @@ class LocalExecutor(Executor):
     The whole session is supervised: its summed RSS against ``memory_limit_mb``, the
     wall clock against ``timeout_s``, and on any ending every process left in the
     session is terminated. A descendant that calls ``setsid`` leaves the session and
-    is not tracked; use a container executor for code that must be contained.
+    is not tracked. This is not a security boundary: the child sees the whole filesystem
+    and the network; use the ``sandbox`` or ``docker`` executor for code that must be contained.
 
     Args:
         poll_interval_s: how often memory and time are checked.
@@ -111,7 +111,7 @@ class LocalExecutor(Executor):
         try:
             request.workdir.mkdir(parents=True, exist_ok=True)
             for stale in (RESULT_FILE, ERROR_FILE):
-                (request.workdir / stale).unlink(missing_ok=True)
+                (request.output_dir / stale).unlink(missing_ok=True)
             return request.log_path.open("wb")
         except OSError as exc:
             raise ExecutorError(
@@ -119,11 +119,26 @@ class LocalExecutor(Executor):
                 "pass another ExecutionRequest.workdir or fix its permissions."
             ) from exc
 
+    def _command(self, request: ExecutionRequest) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that start the child (sandboxes wrap them)."""
+        return list(request.argv), {**os.environ, **request.env, "PYTHONUNBUFFERED": "1"}
+
+    def _members(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        """Pids of every live process of this run (for memory and the final clean-up)."""
+        return session_pids(proc.pid)
+
+    def _rss_mb(self, proc: subprocess.Popen[bytes]) -> float:
+        return session_rss_mb(proc.pid)
+
+    def _kill_all(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        """End every process of the run; returns the pids that were alive."""
+        return end_session(proc.pid, grace_s=self.kill_grace_s)
+
     def _start(self, request: ExecutionRequest, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **request.env, "PYTHONUNBUFFERED": "1"}
+        argv, env = self._command(request)
         try:
             return subprocess.Popen(
-                request.argv,
+                argv,
                 cwd=request.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -149,7 +164,7 @@ class LocalExecutor(Executor):
             peak_mb = max(peak_mb, self._reap(proc))
             if proc.returncode is not None:
                 return None, peak_mb
-            rss_mb = session_rss_mb(proc.pid)
+            rss_mb = self._rss_mb(proc)
             peak_mb = max(peak_mb, rss_mb)
             if limit is not None and rss_mb > limit:
                 log.warning("executor_memory_limit", pid=proc.pid, rss_mb=round(rss_mb, 1), limit_mb=limit)
@@ -176,14 +191,14 @@ class LocalExecutor(Executor):
 
     def _end(self, proc: subprocess.Popen[bytes]) -> None:
         """Terminate every process of the child's session and reap the child."""
-        ended = end_session(proc.pid, grace_s=self.kill_grace_s)
+        ended = self._kill_all(proc)
         if ended:
             log.info("executor_ended_session", pid=proc.pid, pids=ended)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=self.kill_grace_s + 5)
         if proc.returncode is None:
             log.error("executor_child_unreaped", pid=proc.pid)
-        left = session_pids(proc.pid)
+        left = self._members(proc)
         if left:
             log.error("executor_processes_left", pid=proc.pid, pids=left)
 
@@ -199,8 +214,8 @@ class LocalExecutor(Executor):
     ) -> ExecutionResult:
         tail = list(reader.tail)
         rc = proc.returncode
-        result = read_json_dict(request.workdir / RESULT_FILE)
-        error = read_component_error(request.workdir / ERROR_FILE)
+        result = read_json_dict(request.output_dir / RESULT_FILE)
+        error = read_component_error(request.output_dir / ERROR_FILE)
         status: ExecutionStatus
         if forced is not None:
             status = forced
@@ -214,7 +229,10 @@ class LocalExecutor(Executor):
                     error.message = (
                         f"The process exited with code 0 but wrote no valid {RESULT_FILE}. " + error.message
                     )
-            status = "oom" if self._is_oom(rc, error, oom_kills_before) else "crashed"
+            if error.error_type == INFEASIBLE_ERROR_TYPE:
+                status = "infeasible"
+            else:
+                status = "oom" if self._is_oom(rc, error, oom_kills_before) else "crashed"
         return ExecutionResult(
             status=status,
             returncode=rc,

@@ -16,8 +16,9 @@ __all__ = [
     "ExecutorError",
 ]
 
-ExecutionStatus = Literal["ok", "crashed", "timeout", "oom"]
-"""How a run ended: ``ok`` (exit 0 with ``result.json``), ``crashed``, ``timeout`` or ``oom``."""
+ExecutionStatus = Literal["ok", "crashed", "timeout", "oom", "infeasible"]
+"""How a run ended: ``ok`` (exit 0 with ``result.json``), ``crashed``, ``timeout``, ``oom``, or
+``infeasible`` (the harness found that the plan cannot train one epoch within its budget)."""
 
 ComponentName = Literal["data", "model", "training", "harness"]
 COMPONENTS: tuple[str, ...] = ("data", "model", "training", "harness")
@@ -55,11 +56,25 @@ class ExecutionRequest(BaseModel):
     log_file: str = "log.txt"
     cwd: Path | None = None
     """Working directory of the child; ``None`` keeps the caller's (so ``-m automodel...`` imports)."""
+    job_dir: Path | None = None
+    """The one directory a sandboxed child may write, and where ``result.json`` / ``error.json`` are
+    read; ``None``: ``workdir``. The log stays in ``workdir``, out of the child's reach when they differ."""
+    readonly_paths: list[Path] = Field(default_factory=list)
+    """Host files or folders a sandboxed child sees read-only at the same path (e.g. the targets of
+    the symlinks in ``job_dir``). Besides these, the system and the Python environment, a sandbox
+    shows nothing of the host."""
+    gpus: bool = False
+    """Whether the child needs the GPUs (sandboxes then expose the device nodes)."""
 
     @property
     def log_path(self) -> Path:
         """Where the merged stdout and stderr of the child go."""
         return self.workdir / self.log_file
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the child writes ``result.json`` / ``error.json``: ``job_dir`` or ``workdir``."""
+        return self.job_dir or self.workdir
 
 
 class ExecutionResult(BaseModel):

@@ -17,13 +17,12 @@ from pydantic import ValidationError
 
 from ._base import EventCallback, LineCallback
 from ._models import ComponentError
+from ._protocol import EVENT_PREFIX, parse_event
 
 __all__ = ["EVENT_PREFIX", "OutputReader", "crash_error", "read_component_error", "read_json_dict"]
 
-EVENT_PREFIX = "@@AM "
-"""A stdout line that starts with this and continues with a JSON object is an event."""
-
 _MAX_LINE_BYTES = 1 << 20
+_MAX_JSON_BYTES = 8 << 20
 _EXCEPTION_LINE = re.compile(
     r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning)|[A-Z]\w*Error)(?::\s?(.*))?$"
 )
@@ -87,7 +86,9 @@ class OutputReader(threading.Thread):
         # Progress bars redraw with carriage returns; the last frame is what matters.
         line = raw.decode("utf-8", "replace").rstrip("\r").rsplit("\r", 1)[-1]
         self.tail.append(line)
-        event = _parse_event(line)
+        event = parse_event(line)
+        if event is None and line.startswith(EVENT_PREFIX):
+            log.debug("executor_bad_event_line", line=line[:200])
         if event is not None:
             self.events.append(event)
             self._call(self._on_event, event)
@@ -105,21 +106,13 @@ class OutputReader(threading.Thread):
             self._callback_failed = True
 
 
-def _parse_event(line: str) -> dict[str, Any] | None:
-    if not line.startswith(EVENT_PREFIX):
-        return None
-    try:
-        value = json.loads(line[len(EVENT_PREFIX) :])
-    except json.JSONDecodeError:
-        log.debug("executor_bad_event_line", line=line[:200])
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_json_dict(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or ``None`` if it is missing or not a JSON object."""
+    """The JSON object in ``path``, or ``None`` if it is missing, a symlink or not a JSON object."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        # The child wrote this file: never follow a link it planted, never read more than a few MiB.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            value = json.loads(f.read(_MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["cgroup_oom_kills", "end_session", "session_pids", "session_rss_mb"]
+__all__ = ["cgroup_oom_kills", "end_session", "end_tree", "session_pids", "session_rss_mb", "tree_pids", "tree_rss_mb"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 _PROC = Path("/proc")
@@ -86,6 +86,53 @@ def end_session(sid: int, *, grace_s: float, poll_s: float = 0.05) -> list[int]:
         if not _signal_all(sid, signal.SIGKILL):
             break
         time.sleep(poll_s)
+    return first
+
+
+def _tree(root: int) -> list[tuple[int, int, str]]:
+    """``(pid, rss_pages, state)`` of ``root`` and all its descendants (whatever their session)."""
+    info: dict[int, tuple[int, int, str]] = {}
+    for entry in os.scandir(_PROC):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry.name)
+        if fields and len(fields) > 21:
+            info[int(entry.name)] = (int(fields[1]), int(fields[21]), fields[0])
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in info.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root] if root in info else []
+    while todo:
+        pid = todo.pop()
+        found.append((pid, info[pid][1], info[pid][2]))
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def tree_pids(root: int) -> list[int]:
+    """Live pids of ``root`` and its descendants (sandboxes: a PID namespace keeps orphans inside)."""
+    return [pid for pid, _, state in _tree(root) if state not in ("Z", "X")]
+
+
+def tree_rss_mb(root: int) -> float:
+    """Summed resident memory of ``root`` and its descendants in MiB."""
+    return sum(pages for _, pages, _ in _tree(root)) * _PAGE_MB
+
+
+def end_tree(root: int, *, grace_s: float, poll_s: float = 0.05) -> list[int]:
+    """SIGTERM ``root`` and its descendants, SIGKILL what is left after ``grace_s``; returns the first pids."""
+    first = tree_pids(root)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        pids = tree_pids(root)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while pids and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            pids = tree_pids(root)
+        if not pids:
+            break
     return first
 
 

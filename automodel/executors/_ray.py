@@ -1,28 +1,28 @@
 """Run candidates as Ray tasks, on this machine or on a cluster (``pip install 'automodel[ray]'``).
 
 Each request becomes one Ray task that asks for ``num_cpus`` / ``num_gpus`` (fractions
-allowed) and, on whichever node Ray picks, runs the request with the local executor
-(same child process, timeout, memory limit and session kill). The task is a streaming
-generator: events and output lines reach the caller's callbacks while the child trains,
-then the typed :class:`ExecutionResult` arrives.
+allowed) and, on whichever node Ray picks, runs the request with an ordinary executor
+there (``inner``: by default ``auto``, the bubblewrap sandbox where it starts, else a
+local process): the same command, sandbox, timeout, memory limit and kill of the whole
+process tree as without Ray. The task is a streaming generator: events and output lines
+reach the caller's callbacks while the child trains, then the typed
+:class:`ExecutionResult` arrives.
 
-Files: the request's workdir is where the harness reads ``job.json`` and writes its
-log, metrics, predictions and checkpoint. When the worker sees the same workdir as the
-caller (same host, or a shared filesystem: detected with a marker file), it works in
-place. Otherwise the workdir's files are shipped to the worker, and everything the run
-wrote comes back in the task's return value and is written into the caller's workdir.
-Paths *outside* the workdir that the command reads (dataset, component files,
-checkpoints) must exist at the same path on every node. ``ray`` is imported only when
-this executor is used.
+Files: the request's ``workdir`` (log) and ``job_dir`` (``job.json`` and inputs in,
+``out/`` and ``result.json`` back) must be where the caller reads them. When the worker
+sees the caller's workdir (same host, or a shared filesystem: detected with a marker
+file), it works in place. Otherwise it asks for the inputs, which the caller then sends
+in the task's arguments; it runs the job at the same absolute paths on its node, and
+everything the job wrote comes back in the task's return value and is written here.
+Paths a job links to outside those directories (symlinked data, weights) must exist at
+the same path on every node. ``ray`` is imported only when this executor is used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
-import shutil
 import threading
 import time
 import uuid
@@ -32,18 +32,18 @@ from typing import Any, Literal
 
 import structlog
 
-from ._base import EventCallback, Executor, LineCallback, register_executor
-from ._local import LocalExecutor
+from ._base import EventCallback, Executor, LineCallback, create_executor, register_executor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutorError
 from ._parallel import IndexedEventCallback, IndexedLineCallback, end_child_sessions, run_threaded
+from ._select import resolve_executor
+from ._shipping import MARKER_PREFIX, Bundle, apply_bundle, make_bundle, remove_bundle, request_roots
 
 __all__ = ["RayExecutor"]
 
 ShipMode = Literal["auto", "always", "never"]
-_MARKER_PREFIX = ".automodel-ray-"
-_SUPERVISOR_FILE = "job.json"
 _DRIVER_SLACK_S = 60.0
 """Beyond timeout + kill grace, how long the caller waits for a started task before killing its worker."""
+_ISOLATING = frozenset({"sandbox", "docker"})
 
 log = structlog.get_logger(__name__)
 
@@ -71,13 +71,15 @@ class RayExecutor(Executor):
         num_gpus: GPUs each candidate asks for; fractions share a GPU (``0.5``: two per GPU).
             Ray picks the GPUs and sets ``CUDA_VISIBLE_DEVICES``.
         resources: other Ray resources per candidate, e.g. ``{"accelerator_type:H100": 0.01}``.
+        inner: the executor that runs the child on the worker: ``auto`` (the sandbox where
+            bubblewrap starts on that node, else ``local``), ``sandbox``, ``docker``, ``local``.
+        inner_options: keyword arguments of that executor (e.g. ``{"kill_grace_s": 1.0}``).
         reserve_memory: also ask Ray for ``memory_limit_mb`` of memory when a request has one.
         runtime_env: Ray runtime environment for the tasks (``env_vars``, ``pip``, ...).
-        ship_files: ``auto`` (ship only when the worker does not see the workdir),
+        ship_files: ``auto`` (ship only to and from workers that do not see the workdir),
             ``always`` or ``never``.
-        max_ship_mb: most output a task sends back; larger files stay on the worker (logged).
+        max_ship_mb: most file contents one task sends or returns; the rest stays put (logged).
         init_kwargs: passed to ``ray.init`` when this executor starts or joins the runtime.
-        poll_interval_s, kill_grace_s, tail_lines: as for the local executor, on the worker.
     """
 
     def __init__(
@@ -87,14 +89,13 @@ class RayExecutor(Executor):
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         resources: dict[str, float] | None = None,
+        inner: str = "auto",
+        inner_options: dict[str, Any] | None = None,
         reserve_memory: bool = True,
         runtime_env: dict[str, Any] | None = None,
         ship_files: ShipMode = "auto",
         max_ship_mb: float = 1024.0,
         init_kwargs: dict[str, Any] | None = None,
-        poll_interval_s: float = 0.1,
-        kill_grace_s: float = 3.0,
-        tail_lines: int = 80,
     ) -> None:
         if num_cpus < 0 or num_gpus < 0 or (num_gpus > 1 and num_gpus != int(num_gpus)):
             raise ValueError(
@@ -105,22 +106,28 @@ class RayExecutor(Executor):
             raise ValueError(f"ship_files must be 'auto', 'always' or 'never', got {ship_files!r}.")
         if max_ship_mb <= 0:
             raise ValueError(f"max_ship_mb must be > 0, got {max_ship_mb}.")
-        # Validate the worker-side settings here, in the caller, where the error is readable.
-        LocalExecutor(poll_interval_s=poll_interval_s, kill_grace_s=kill_grace_s, tail_lines=tail_lines)
+        if inner == self.name or inner == "ray":
+            raise ValueError("RayExecutor(inner='ray') would nest Ray in Ray; use auto, sandbox, docker or local.")
+        if inner != "auto" and inner not in _known_inner():
+            raise ValueError(f"Unknown inner executor {inner!r}. Valid choices: auto, {', '.join(_known_inner())}.")
         self.address = address
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.resources = dict(resources or {})
+        self.inner = inner
+        self.inner_options = dict(inner_options or {})
         self.reserve_memory = reserve_memory
         self.runtime_env = runtime_env
         self.ship_files: ShipMode = ship_files
         self.max_ship_mb = max_ship_mb
         self.init_kwargs = dict(init_kwargs or {})
-        self.local_options = {"poll_interval_s": poll_interval_s, "kill_grace_s": kill_grace_s, "tail_lines": tail_lines}
+        # Only a named sandbox is known to isolate: "auto" may fall back to local on some node.
+        self.isolates_filesystem = inner in _ISOLATING
         self._lock = threading.Lock()
         self._remote: Any = None
         self._in_flight: dict[str, Any] = {}
         self._feasible: set[tuple[tuple[str, float], ...]] = set()
+        self._unshared_seen = False
 
     # -- driver side -----------------------------------------------------------------
 
@@ -178,25 +185,53 @@ class RayExecutor(Executor):
 
         Raises:
             ExecutorError: Ray is missing or unreachable, no node can satisfy the resources,
-                the worker died, or the child could not be started on the worker.
+                the worker died, or the inner executor could not start the child there.
         """
         ray = self._connect()
-        wanted = self._task_resources(request)
-        self._check_feasible(ray, wanted)
+        self._check_feasible(ray, self._task_resources(request))
         try:
             request.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ExecutorError(
                 f"Cannot create workdir {request.workdir} ({exc}); pass a writable ExecutionRequest.workdir."
             ) from exc
-        task_id = uuid.uuid4().hex
-        marker = request.workdir / f"{_MARKER_PREFIX}{task_id}"
-        marker.write_text("workdir shared with the caller\n")
-        inputs: dict[str, bytes] = {}
-        if self.ship_files != "never":
-            inputs, left = _pack(request.workdir, limit_bytes=int(self.max_ship_mb * 2**20))
-            if left:
-                log.warning("executor_ray_inputs_not_shipped", files=left, max_ship_mb=self.max_ship_mb)
+        marker = self._mark(request.workdir)
+        try:
+            send = self.ship_files == "always" or (self.ship_files == "auto" and self._unshared_seen)
+            outcome = self._submit(ray, request, marker, send, on_event, on_line)
+            if outcome is None:  # the worker does not see our files: send them this time
+                self._unshared_seen = True
+                outcome = self._submit(ray, request, marker, True, on_event, on_line)
+            if outcome is None:
+                raise ExecutorError("The Ray worker asked for the job's files twice; see the Ray worker logs.")
+            return outcome
+        finally:
+            marker.unlink(missing_ok=True)
+
+    @staticmethod
+    def _mark(workdir: Path) -> Path:
+        """Write the file whose presence tells a worker that it sees this workdir."""
+        marker = workdir / f"{MARKER_PREFIX}{uuid.uuid4().hex}"
+        marker.write_text("the workdir is shared with the caller\n")
+        return marker
+
+    def _submit(
+        self,
+        ray: Any,
+        request: ExecutionRequest,
+        marker: Path,
+        send_inputs: bool,
+        on_event: EventCallback | None,
+        on_line: LineCallback | None,
+    ) -> ExecutionResult | None:
+        """One task; ``None`` when its worker needs the inputs and none were sent."""
+        limit = int(self.max_ship_mb * 2**20)
+        inputs: Bundle | None = None
+        if send_inputs:
+            inputs = make_bundle(request_roots(request), limit_bytes=limit, links=True)
+            if inputs["left"]:
+                log.warning("executor_ray_inputs_not_shipped", files=inputs["left"], max_ship_mb=self.max_ship_mb)
+        wanted = self._task_resources(request)
         options: dict[str, Any] = {
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
@@ -210,9 +245,10 @@ class RayExecutor(Executor):
         if self.runtime_env is not None:
             options["runtime_env"] = self.runtime_env
         settings = {
-            "local": self.local_options,
+            "inner": self.inner,
+            "inner_options": self.inner_options,
             "ship": self.ship_files,
-            "max_ship_bytes": int(self.max_ship_mb * 2**20),
+            "max_ship_bytes": limit,
             "marker": marker.name,
             "lines": on_line is not None,
             "caller_cwd": str(Path.cwd()),
@@ -220,14 +256,14 @@ class RayExecutor(Executor):
         }
         submitted = time.monotonic()
         gen = self._remote.options(**options).remote(request.model_dump(mode="json"), settings, inputs)
+        key = uuid.uuid4().hex
         with self._lock:
-            self._in_flight[task_id] = gen
+            self._in_flight[key] = gen
         try:
             return self._follow(ray, gen, request, submitted, on_event, on_line)
         finally:
             with self._lock:
-                self._in_flight.pop(task_id, None)
-            marker.unlink(missing_ok=True)
+                self._in_flight.pop(key, None)
 
     def _follow(
         self,
@@ -237,7 +273,7 @@ class RayExecutor(Executor):
         submitted: float,
         on_event: EventCallback | None,
         on_line: LineCallback | None,
-    ) -> ExecutionResult:
+    ) -> ExecutionResult | None:
         """Relay the task's stream to the callbacks until its result arrives."""
         deadline: float | None = None
         node = ""
@@ -254,7 +290,8 @@ class RayExecutor(Executor):
                         finished = True
                         return _lost_worker_result(request, now - submitted)
                     if deadline is None and not warned_queue and now - submitted > 30:
-                        log.warning("executor_ray_queued", waited_s=round(now - submitted), resources=self._task_resources(request))
+                        log.warning("executor_ray_queued", waited_s=round(now - submitted),
+                                    resources=self._task_resources(request))
                         warned_queue = True
                     continue
                 try:
@@ -265,10 +302,14 @@ class RayExecutor(Executor):
                 kind = item["kind"]
                 if kind == "started":
                     node = item["node"]
-                    grace = float(self.local_options["kill_grace_s"])
-                    deadline = now + request.timeout_s + grace + _DRIVER_SLACK_S
-                    log.info("executor_started", executor=self.name, node=node, worker_pid=item["pid"],
-                             shared_workdir=item["shared"], queued_s=round(now - submitted, 2), argv=request.argv)
+                    deadline = now + request.timeout_s + item["kill_grace_s"] + _DRIVER_SLACK_S
+                    log.info("executor_started", executor=self.name, inner=item["inner"], node=node,
+                             worker_pid=item["pid"], shared_workdir=item["shared"],
+                             queued_s=round(now - submitted, 2), argv=request.argv)
+                elif kind == "need_inputs":
+                    finished = True
+                    log.info("executor_ray_workdir_not_shared", node=item["node"], workdir=str(request.workdir))
+                    return None
                 elif kind == "event":
                     _call(on_event, item["event"])
                 elif kind == "line":
@@ -278,16 +319,7 @@ class RayExecutor(Executor):
                     raise ExecutorError(f"On Ray node {node or '?'}: {item['message']}")
                 elif kind == "result":
                     finished = True
-                    result = ExecutionResult.model_validate(item["result"])
-                    _unpack(request.workdir, item["files"])
-                    if item["left"]:
-                        log.warning("executor_ray_files_left_on_worker", node=node, files=item["left"],
-                                    max_ship_mb=self.max_ship_mb)
-                    log.info("executor_finished", executor=self.name, node=node, status=result.status,
-                             duration_s=round(result.duration_s, 2),
-                             overhead_s=round(time.monotonic() - submitted - result.duration_s, 2),
-                             shipped_files=len(item["files"]))
-                    return result
+                    return self._finish(request, item, node, submitted)
         except ray.exceptions.OutOfMemoryError as exc:
             finished = True
             return _ray_oom_result(request, time.monotonic() - submitted, str(exc))
@@ -301,6 +333,20 @@ class RayExecutor(Executor):
             if not finished:  # interrupted (Ctrl-C) or a callback raised: stop the candidate
                 with contextlib.suppress(Exception):
                     ray.cancel(gen)
+
+    def _finish(self, request: ExecutionRequest, item: dict[str, Any], node: str, submitted: float) -> ExecutionResult:
+        result = ExecutionResult.model_validate(item["result"])
+        bundle: Bundle = item["bundle"]
+        if bundle["files"]:
+            apply_bundle(request_roots(request), {"files": bundle["files"]})  # files only: never links
+        if bundle["left"]:
+            log.warning("executor_ray_files_left_on_worker", node=node, files=bundle["left"],
+                        max_ship_mb=self.max_ship_mb)
+        log.info("executor_finished", executor=self.name, node=node, status=result.status,
+                 duration_s=round(result.duration_s, 2),
+                 overhead_s=round(time.monotonic() - submitted - result.duration_s, 2),
+                 shipped_files=len(bundle["files"]))
+        return result
 
     def cancel_running(self) -> None:
         """Cancel every task this executor is following; their workers end the children."""
@@ -334,6 +380,12 @@ class RayExecutor(Executor):
             self, requests, max_parallel=max_parallel, on_event=on_event, on_line=on_line,
             on_interrupt=self.cancel_running,
         )
+
+
+def _known_inner() -> list[str]:
+    from ._base import list_executors
+
+    return [name for name in list_executors() if name != "ray"]
 
 
 def _call(callback: Callable[[Any], None] | None, arg: Any) -> None:
@@ -376,79 +428,58 @@ def _ray_oom_result(request: ExecutionRequest, duration: float, detail: str) -> 
     )
 
 
-# -- files between caller and worker ------------------------------------------------
-
-
-def _pack(root: Path, *, limit_bytes: int | None, since: float | None = None) -> tuple[dict[str, bytes], list[str]]:
-    """Regular files under ``root`` (modified after ``since``) as ``{relative path: bytes}``.
-
-    Returns the packed files and the relative paths left out because of ``limit_bytes``.
-    Markers and symbolic links are never packed.
-    """
-    files: dict[str, bytes] = {}
-    left: list[str] = []
-    total = 0
-    if not root.is_dir():
-        return files, left
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file() or path.name.startswith(_MARKER_PREFIX):
-            continue
-        stat = path.stat()
-        if since is not None and stat.st_mtime < since:
-            continue
-        rel = path.relative_to(root).as_posix()
-        if limit_bytes is not None and total + stat.st_size > limit_bytes:
-            left.append(rel)
-            continue
-        files[rel] = path.read_bytes()
-        total += stat.st_size
-    return files, left
-
-
-def _unpack(root: Path, files: dict[str, bytes]) -> None:
-    """Write shipped files under ``root``, refusing any path that would land outside it."""
-    base = root.resolve()
-    for rel, data in files.items():
-        target = (base / rel).resolve()
-        if base not in target.parents:
-            log.error("executor_ray_refused_path", path=rel, workdir=str(base))
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.ship")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-
-
 # -- worker side ---------------------------------------------------------------------
 
 
-def _ray_task(request_data: dict[str, Any], settings: dict[str, Any], inputs: dict[str, bytes]) -> Iterator[dict[str, Any]]:
-    """The Ray task: run the request with the local executor, streaming what happens.
+def _inner_executor(settings: dict[str, Any]) -> Executor:
+    if settings["inner"] == "auto" and not settings["inner_options"]:
+        return resolve_executor("auto")
+    if settings["inner"] == "auto":
+        from ._sandbox import bwrap_problem
 
-    Yields ``started``, then ``event`` / ``line`` items while the child runs, then one
-    ``result`` (or ``error``) item.
+        name = "sandbox" if bwrap_problem() is None else "local"
+        return create_executor(name, **settings["inner_options"])
+    return create_executor(settings["inner"], **settings["inner_options"])
+
+
+def _ray_task(
+    request_data: dict[str, Any], settings: dict[str, Any], inputs: Bundle | None
+) -> Iterator[dict[str, Any]]:
+    """The Ray task: run the request with the inner executor, streaming what happens.
+
+    Yields ``need_inputs`` (and stops) when this node does not see the caller's workdir
+    and no inputs came; else ``started``, then ``event`` / ``line`` items while the child
+    runs, then one ``result`` (or ``error``) item.
     """
     import ray
 
     request = ExecutionRequest.model_validate(request_data)
-    workdir = request.workdir
-    shared = (workdir / settings["marker"]).is_file()
+    roots = request_roots(request)
+    node = ray.util.get_node_ip_address()
+    shared = (request.workdir / settings["marker"]).is_file()
     ship = settings["ship"] == "always" or (settings["ship"] == "auto" and not shared)
-    created_dir = not workdir.exists()
-    if ship:
-        _unpack_fresh(workdir, inputs)
+    if ship and inputs is None:
+        yield {"kind": "need_inputs", "node": node}
+        return
+    created = [r for r in roots if not r.exists()]
+    materialised: list[str] = apply_bundle(roots, inputs) if ship and inputs is not None else []
     if request.cwd is None and Path(settings["caller_cwd"]).is_dir():
         request = request.model_copy(update={"cwd": Path(settings["caller_cwd"])})
     if settings["gpus_from_ray"] and "CUDA_VISIBLE_DEVICES" in request.env:
         # Ray chose this task's GPUs and set them in the worker's environment; they win.
-        request = request.model_copy(update={"env": {k: v for k, v in request.env.items() if k != "CUDA_VISIBLE_DEVICES"}})
-    _adopt_job(workdir / _SUPERVISOR_FILE)
-    yield {"kind": "started", "node": ray.util.get_node_ip_address(), "pid": os.getpid(), "shared": shared}
+        env = {k: v for k, v in request.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        request = request.model_copy(update={"env": env})
+    try:
+        executor = _inner_executor(settings)
+    except Exception as exc:  # e.g. sandbox named but bubblewrap missing on this node
+        yield {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
+        return
+    grace = float(getattr(executor, "kill_grace_s", 3.0))
+    yield {"kind": "started", "node": node, "pid": os.getpid(), "shared": shared, "inner": executor.name,
+           "kill_grace_s": grace}
 
     items: queue.Queue[dict[str, Any]] = queue.Queue()
     outcome: dict[str, Any] = {}
-    started = time.time()
-    executor = LocalExecutor(**settings["local"])
 
     def work() -> None:
         try:
@@ -470,49 +501,16 @@ def _ray_task(request_data: dict[str, Any], settings: dict[str, Any], inputs: di
                 continue
     finally:
         if thread.is_alive():  # cancelled (KeyboardInterrupt from ray.cancel): end the child now
-            end_child_sessions(grace_s=float(settings["local"]["kill_grace_s"]))
+            end_child_sessions(grace_s=grace)
             thread.join(timeout=30)
     if "error" in outcome:
-        exc = outcome["error"]
-        yield {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
+        failure = outcome["error"]
+        yield {"kind": "error", "message": f"{type(failure).__name__}: {failure}"}
         return
     result: ExecutionResult = outcome["result"]
-    files: dict[str, bytes] = {}
-    left: list[str] = []
+    bundle: Bundle = {"files": {}, "links": {}, "left": []}
     if ship:
-        files, left = _pack(workdir, limit_bytes=int(settings["max_ship_bytes"]), since=None)
-        _remove_shipped(workdir, files, created_dir)
-    yield {"kind": "result", "result": result.model_dump(mode="json"), "files": files, "left": left,
-           "seconds": time.time() - started}
-
-
-def _unpack_fresh(workdir: Path, inputs: dict[str, bytes]) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    _unpack(workdir, inputs)
-
-
-def _remove_shipped(workdir: Path, files: dict[str, bytes], created_dir: bool) -> None:
-    """Remove the worker's copy of what was shipped back (and the workdir if this task made it)."""
-    for rel in files:
-        with contextlib.suppress(OSError):
-            (workdir / rel).unlink()
-    if created_dir and not any(p.is_file() for p in workdir.rglob("*")):
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _adopt_job(job_file: Path) -> None:
-    """Make this worker the supervisor the harness watches (``parent_pid`` in ``job.json``).
-
-    The harness stops when the process that started it is gone; under Ray that process is
-    this worker, not the caller.
-    """
-    try:
-        data = json.loads(job_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(data, dict) or data.get("parent_pid") is None:
-        return
-    data["parent_pid"] = os.getpid()
-    tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, job_file)
+        bundle = make_bundle(roots, limit_bytes=int(settings["max_ship_bytes"]), links=False)
+        links = [name for name in materialised if Path(name).is_symlink()]
+        remove_bundle([*bundle["files"], *links], created)
+    yield {"kind": "result", "result": result.model_dump(mode="json"), "bundle": bundle}

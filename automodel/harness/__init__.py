@@ -1,13 +1,24 @@
-"""Runs one candidate pipeline in its own process.
+"""Runs one candidate pipeline in its own process, and scores it outside that process.
 
-``python -m automodel.harness --job job.json`` imports the three component files,
-smoke-tests them on a few batches, trains under a wall-clock budget with validation
-every epoch, and writes ``metrics.json``, ``checkpoint.pt`` and ``result.json`` (or
-``error.json`` attributed to the failing component). Progress goes to stdout as
-``@@AM {json}`` lines. Use an executor (:mod:`automodel.executors`) to start it.
+``python -m automodel.harness --job JOB_DIR/job.json`` (started by an executor) imports the
+three component files, smoke-tests them on a few batches, trains under a wall-clock budget,
+and writes validation log-probabilities and weights per epoch and variant (or, in predict
+mode, the log-probabilities of one split) into its job directory; progress goes to stdout as
+``@@AM {json}`` lines. :class:`CandidateRunner` is the trusted side: it builds the job
+directory (no validation or test labels in it), runs it through an executor, and scores
+the predictions here. The protocol itself is defined once, in :mod:`automodel.executors`.
 """
 
-from automodel.harness._client import CandidateRunner, copy_components
+from automodel.harness._client import CandidateRunner, PredictionError, copy_components
 from automodel.harness._job import ERROR_EXIT_CODE, EVENT_PREFIX, HarnessJob, emit, write_json_atomic
 
-__all__ = ["ERROR_EXIT_CODE", "EVENT_PREFIX", "CandidateRunner", "copy_components", "HarnessJob", "emit", "write_json_atomic"]
+__all__ = [
+    "ERROR_EXIT_CODE",
+    "EVENT_PREFIX",
+    "CandidateRunner",
+    "HarnessJob",
+    "PredictionError",
+    "copy_components",
+    "emit",
+    "write_json_atomic",
+]

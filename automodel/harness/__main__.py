@@ -1,4 +1,9 @@
-"""``python -m automodel.harness --job JOB.json``: run one candidate in this process."""
+"""``python -m automodel.harness --job JOB_DIR/job.json``: run one candidate in this process.
+
+This process runs untrusted component code. It reads only its job directory (see
+:mod:`automodel.executors`' protocol) and writes predictions, checkpoints and its own
+report there; the orchestrator computes every score.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,15 @@ import sys
 import traceback
 from pathlib import Path
 
-from automodel.harness._job import ERROR_EXIT_CODE, HarnessJob, emit, write_json_atomic
+from automodel.executors import ERROR_FILE, GUARD_ENV, INFEASIBLE_ERROR_TYPE, OUT_DIR, RESULT_FILE
+from automodel.harness._job import (
+    ERROR_EXIT_CODE,
+    HarnessJob,
+    Infeasible,
+    arm_lifeline,
+    emit,
+    write_json_atomic,
+)
 
 
 def available_cpus() -> int:
@@ -22,16 +35,19 @@ def available_cpus() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arm_lifeline()
     parser = argparse.ArgumentParser(prog="python -m automodel.harness", description=__doc__)
     parser.add_argument("--job", required=True, type=Path, help="path of the job.json to run")
     args = parser.parse_args(argv)
+    job_dir = args.job.resolve().parent
+    os.chdir(job_dir)
     job = HarnessJob.model_validate_json(args.job.read_text(encoding="utf-8"))
-    job.workdir.mkdir(parents=True, exist_ok=True)
+    (job_dir / OUT_DIR).mkdir(exist_ok=True)
     # Heavy imports after argument parsing so `--help` stays fast.
     import torch
 
-    from automodel.data import PreparedData
     from automodel.harness._guard import install_guard
+    from automodel.harness._job import JobData
     from automodel.harness._loader import ComponentFailure, load_components
     from automodel.harness._train import predict, train
 
@@ -39,28 +55,36 @@ def main(argv: list[str] | None = None) -> int:
     if not job.hub_available:
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        data = PreparedData.load(job.data_dir)
-        install_guard(list(job.forbidden_paths))
-        sys.path.insert(0, str(job.components_dir))
-        modules, files = load_components(job.components_dir)
-        emit("start", mode=job.mode, components=str(job.components_dir))
-        result = (train if job.mode == "train" else predict)(job, modules, files, data)
+        data = JobData.load(job_dir)
+        install_guard([Path(p) for p in os.environ.get(GUARD_ENV, "").split(os.pathsep) if p])
+        components = job_dir / "components"
+        sys.path.insert(0, str(components))
+        modules, files = load_components(components)
+        emit("start", mode=job.mode)
+        result = (train if job.mode == "train" else predict)(job, job_dir, modules, files, data)
+    except Infeasible as exc:
+        write_json_atomic(job_dir / ERROR_FILE, {
+            "component": "model", "error_type": INFEASIBLE_ERROR_TYPE, "message": str(exc), "traceback": "",
+            "lines": [],
+        })
+        emit("error", component="model", error_type=INFEASIBLE_ERROR_TYPE, message=str(exc)[:500])
+        return ERROR_EXIT_CODE
     except ComponentFailure as failure:
         payload = failure.to_json()
         if isinstance(failure.exc, MemoryError) or "out of memory" in payload["message"].lower():
             payload["error_type"] = "MemoryError"
-        write_json_atomic(job.workdir / "error.json", payload)
+        write_json_atomic(job_dir / ERROR_FILE, payload)
         emit("error", component=payload["component"], error_type=payload["error_type"], message=payload["message"][:500])
         sys.stderr.write(payload["traceback"])
         return ERROR_EXIT_CODE
     except MemoryError as exc:
-        write_json_atomic(job.workdir / "error.json", {
+        write_json_atomic(job_dir / ERROR_FILE, {
             "component": "harness", "error_type": "MemoryError", "message": str(exc),
             "traceback": traceback.format_exc()[-6000:], "lines": [],
         })
         return ERROR_EXIT_CODE
-    write_json_atomic(job.workdir / "result.json", result)
-    emit("done", **{k: v for k, v in result.items() if k in ("val_accuracy", "epochs_run", "num_predictions")})
+    write_json_atomic(job_dir / RESULT_FILE, result)
+    emit("done", **{k: v for k, v in result.items() if k in ("epochs_run", "num_predictions")})
     return 0
 
 

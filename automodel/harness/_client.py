@@ -1,17 +1,53 @@
-"""The trusted side of the harness: write a job, start it in an executor, read the result."""
+"""The trusted side of the harness: build a job directory, run it in an executor, score what comes back.
+
+A job directory (layout in :mod:`automodel.executors`' protocol) holds only what the job
+needs: for training the train images and labels, the validation *images*, the component
+files and the local weights; for prediction the images of one split, the components and
+the checkpoint. Data and weights are linked in (hard links where the filesystem allows,
+else symlinks) and listed as read-only paths for sandboxed executors. Validation and test
+labels stay here: :class:`~automodel.executors.ValidationScorer` scores the predictions the
+candidate writes, and nothing the candidate reports about itself becomes a score.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from automodel.executors import ExecutionRequest, ExecutionResult, Executor, create_executor
-from automodel.harness._job import HarnessJob
+import numpy as np
+
+from automodel.data import PreparedData
+from automodel.executors import (
+    COMPONENTS_DIR,
+    DATA_DIR,
+    GUARD_ENV,
+    JOB_FILE,
+    OUT_DIR,
+    WEIGHTS_DIR,
+    ComponentError,
+    ExecutionRequest,
+    ExecutionResult,
+    Executor,
+    HarnessJob,
+    ValidationScorer,
+    predictions_name,
+    read_predictions,
+    resolve_executor,
+    write_json_atomic,
+)
 from automodel.interfaces import COMPONENT_FILES, PretrainedInfo
+
+__all__ = ["CandidateRunner", "PredictionError", "copy_components"]
+
+JOB_SUBDIR = "job"
+"""The candidate's job directory inside the trusted ``workdir`` of a train or predict call."""
+_TRUSTED_KEYS = frozenset({"val_accuracy", "val_loss", "best_val_accuracy", "per_class_val_accuracy", "weights"})
 
 
 def copy_components(src: Path, dst: Path) -> None:
@@ -26,14 +62,30 @@ def copy_components(src: Path, dst: Path) -> None:
         shutil.copyfile(src / name, dst / name)
 
 
+class PredictionError(RuntimeError):
+    """A predict job failed; ``result`` says how (crash, timeout, invalid predictions)."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self.result = result
+        detail = result.error.message if result.error else ""
+        super().__init__(f"the predict job ended with status {result.status}: {detail}"[:1000])
+
+
+def _is_under(path: Path, roots: list[Path]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r + os.sep) for r in (os.path.realpath(p) for p in roots))
+
+
 class CandidateRunner:
-    """Runs candidates of one prepared dataset through an executor.
+    """Runs candidates of one prepared dataset through an executor, and scores them here.
 
     Args:
         data_dir: a folder written by :func:`automodel.data.prepare_dataset`.
-        executor: where candidates run (default: a local subprocess).
+        executor: where candidates run: an :class:`Executor`, a registered name, or ``None``/``"auto"``
+            (the bubblewrap sandbox where it can start, else a local subprocess).
         pretrained: which pretrained weights component code may load.
-        forbidden_paths: what component code may not open (test labels, raw data).
+        forbidden_paths: held-out data (test labels, the raw dataset): never linked into a job, and
+            refused by the in-process honest-mistake guard under executors that do not isolate files.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         memory_limit_mb: kill a candidate whose processes use more than this.
         grace_s: seconds beyond the training budget before the executor kills it
@@ -44,7 +96,7 @@ class CandidateRunner:
         self,
         data_dir: Path,
         *,
-        executor: Executor | None = None,
+        executor: Executor | str | None = None,
         pretrained: PretrainedInfo | None = None,
         forbidden_paths: list[Path] | None = None,
         device: str = "auto",
@@ -55,7 +107,7 @@ class CandidateRunner:
         threads: int = 0,
     ):
         self.data_dir = Path(data_dir)
-        self.executor = executor or create_executor("local")
+        self.executor = resolve_executor(executor)
         self.pretrained = pretrained or PretrainedInfo()
         self.forbidden_paths = list(forbidden_paths or [])
         self.device = device
@@ -64,36 +116,97 @@ class CandidateRunner:
         self.description = description
         self.max_epochs = max_epochs
         self.threads = threads
+        self._data: PreparedData | None = None
 
-    def _job(self, components_dir: Path, workdir: Path, time_budget_s: float, **kw: Any) -> HarnessJob:
+    @property
+    def data(self) -> PreparedData:
+        if self._data is None:
+            self._data = PreparedData.load(self.data_dir)
+        return self._data
+
+    # -- job directories -------------------------------------------------------------------------
+
+    def _link(self, src: Path, dst: Path, readonly: list[Path]) -> None:
+        """Put ``src`` at ``dst`` without copying; record what a sandbox must show read-only."""
+        if _is_under(src, self.forbidden_paths):
+            raise ValueError(f"{src} is held-out data and may not be given to a candidate")
+        try:
+            os.link(src, dst)
+            readonly.append(dst)  # the job dir is writable: bind the link itself read-only on top
+        except OSError:
+            os.symlink(os.path.realpath(src), dst)
+            readonly.append(Path(os.path.realpath(src)))
+
+    def _prepare(
+        self, components_dir: Path, workdir: Path, job: HarnessJob, data_files: list[str],
+        checkpoint: Path | None = None,
+    ) -> tuple[Path, list[Path]]:
+        job_dir = workdir / JOB_SUBDIR
+        if job_dir.exists():
+            shutil.rmtree(job_dir)
+        (job_dir / COMPONENTS_DIR).mkdir(parents=True)
+        for name in COMPONENT_FILES.values():  # a missing file is the harness's to report, attributed
+            if (components_dir / name).is_file():
+                shutil.copyfile(components_dir / name, job_dir / COMPONENTS_DIR / name)
+        readonly: list[Path] = []
+        (job_dir / DATA_DIR).mkdir()
+        shutil.copyfile(self.data_dir / "meta.json", job_dir / DATA_DIR / "meta.json")
+        for name in data_files:
+            self._link(self.data_dir / name, job_dir / DATA_DIR / name, readonly)
+        weights: dict[str, str] = {}
+        for model_name, path in self.pretrained.local.items():
+            src = Path(path)
+            if not src.is_file():
+                continue  # the model component reports a missing weight file itself
+            (job_dir / WEIGHTS_DIR).mkdir(exist_ok=True)
+            rel = f"{WEIGHTS_DIR}/{len(weights)}_{src.name}"
+            self._link(src, job_dir / rel, readonly)
+            weights[model_name] = rel
+        if checkpoint is not None:
+            self._link(checkpoint, job_dir / "checkpoint.pt", readonly)
+        (job_dir / OUT_DIR).mkdir()
+        job.model_copy(update={"local_weights": weights}).write(job_dir / JOB_FILE)
+        return job_dir, readonly
+
+    def _job(self, time_budget_s: float, **kw: Any) -> HarnessJob:
         return HarnessJob(
-            components_dir=components_dir.resolve(),
-            data_dir=self.data_dir.resolve(),
-            workdir=workdir.resolve(),
             time_budget_s=time_budget_s,
             device=self.device,
             hub_available=self.pretrained.hub_available,
-            local_weights=dict(self.pretrained.local),
-            forbidden_paths=[p.resolve() for p in self.forbidden_paths],
             description=self.description,
             max_epochs=self.max_epochs,
             threads=self.threads,
-            parent_pid=os.getpid(),
             **kw,
         )
 
-    def _execute(self, job: HarnessJob, timeout_s: float, on_event: Callable[[dict[str, Any]], None] | None) -> ExecutionResult:
-        job.workdir.mkdir(parents=True, exist_ok=True)
-        job_path = job.workdir / "job.json"
-        job.write(job_path)
-        request = ExecutionRequest(
-            argv=[sys.executable, "-m", "automodel.harness", "--job", str(job_path)],
-            workdir=job.workdir,
+    def _request(self, workdir: Path, job_dir: Path, readonly: list[Path], timeout_s: float) -> ExecutionRequest:
+        env = {"HF_HUB_OFFLINE": "1"} if not self.pretrained.hub_available else {}
+        if not self.executor.isolates_filesystem and self.forbidden_paths:
+            env[GUARD_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in self.forbidden_paths)
+        return ExecutionRequest(
+            argv=[sys.executable, "-m", "automodel.harness", "--job", str(job_dir / JOB_FILE)],
+            workdir=workdir,
+            job_dir=job_dir,
+            cwd=job_dir,
+            readonly_paths=readonly,
             timeout_s=timeout_s,
             memory_limit_mb=self.memory_limit_mb,
-            env={"HF_HUB_OFFLINE": "1"} if not self.pretrained.hub_available else {},
+            env=env,
+            gpus=not self.device.startswith("cpu"),
         )
-        return self.executor.run(request, on_event=on_event)
+
+    @staticmethod
+    def _clean(job_dir: Path) -> None:
+        """Drop the inputs and the unused checkpoints of a finished job (its log and report stay)."""
+        for sub in (DATA_DIR, WEIGHTS_DIR):
+            shutil.rmtree(job_dir / sub, ignore_errors=True)
+        (job_dir / "checkpoint.pt").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            for path in (job_dir / OUT_DIR).iterdir():
+                if path.suffix == ".pt" or path.is_symlink():
+                    path.unlink()
+
+    # -- train -----------------------------------------------------------------------------------
 
     def train(
         self,
@@ -104,9 +217,65 @@ class CandidateRunner:
         seed: int = 0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> ExecutionResult:
-        """Train one candidate; ``workdir`` receives the log, ``metrics.json`` and the checkpoint."""
-        job = self._job(Path(components_dir), Path(workdir), time_budget_s, seed=seed)
-        return self._execute(job, time_budget_s + self.grace_s, on_event)
+        """Train one candidate and score it here.
+
+        ``workdir`` receives the log, the trusted ``metrics.json`` and the best ``checkpoint.pt``;
+        the candidate itself only sees ``workdir/job``. ``result.result`` is the trusted metrics.
+        """
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.json", "checkpoint.pt"):
+            (workdir / stale).unlink(missing_ok=True)
+        job = self._job(time_budget_s, seed=seed)
+        job_dir, readonly = self._prepare(
+            Path(components_dir), workdir, job, ["train_x.npy", "train_y.npy", "val_x.npy"]
+        )
+        labels = np.load(self.data_dir / "val_y.npy", allow_pickle=False)
+        scorer = ValidationScorer(job_dir / OUT_DIR, labels, int(self.data.meta.num_classes))
+        relayed: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def relay(event: dict[str, Any]) -> None:
+            # Whatever numbers the candidate puts in its events, the ones passed on are ours.
+            clean = {k: v for k, v in event.items() if k not in _TRUSTED_KEYS}
+            if event.get("event") == "epoch":
+                scorer.update()
+                mine = [s for (e, _), s in scorer.scores.items() if e == event.get("epoch")]
+                if mine:
+                    top = max(mine, key=lambda s: s.accuracy)
+                    clean.update(val_accuracy=round(top.accuracy, 5), val_loss=round(top.loss, 5))
+            with lock:
+                relayed.append(clean)
+            if on_event is not None:
+                on_event(clean)
+
+        request = self._request(workdir, job_dir, readonly, time_budget_s + self.grace_s)
+        try:
+            result = self.executor.run(request, on_event=relay)
+            result = self._score(result, scorer, workdir)
+        finally:
+            self._clean(job_dir)
+        return result.model_copy(update={"events": relayed})
+
+    def _score(self, result: ExecutionResult, scorer: ValidationScorer, workdir: Path) -> ExecutionResult:
+        if not result.ok:
+            return result.model_copy(update={"result": None})
+        scorer.update()
+        metrics = scorer.metrics(result.result or {}, list(self.data.meta.classes))
+        checkpoint = workdir / "checkpoint.pt"
+        if metrics is None or not scorer.take_best_checkpoint(checkpoint):
+            error = ComponentError(
+                component="harness",
+                error_type="NoPredictions",
+                message="The candidate finished without valid validation predictions and their checkpoint in "
+                f"out/ ({', '.join(scorer.rejected) or 'none written'}), so it has no score.",
+            )
+            return result.model_copy(update={"status": "crashed", "result": None, "error": error})
+        metrics["checkpoint"] = str(checkpoint)
+        write_json_atomic(workdir / "metrics.json", metrics)
+        return result.model_copy(update={"result": metrics})
+
+    # -- predict ---------------------------------------------------------------------------------
 
     def predict(
         self,
@@ -114,9 +283,61 @@ class CandidateRunner:
         checkpoint: Path,
         workdir: Path,
         *,
+        split: str = "test",
         timeout_s: float = 600.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> ExecutionResult:
-        """Predict the test split with a trained candidate; ``workdir`` receives ``predictions.json``."""
-        job = self._job(Path(components_dir), Path(workdir), 1.0, mode="predict", checkpoint=Path(checkpoint).resolve())
-        return self._execute(job, timeout_s, on_event)
+        """Predict ``split`` with a trained candidate in a job that sees only those images and the weights.
+
+        ``workdir`` receives ``predictions.json`` (``pred`` and ``confidence`` per row, computed here from
+        the candidate's log-probabilities) and ``{split}_log_probs.npy``. Scoring them is the caller's.
+        """
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "predictions.json").unlink(missing_ok=True)
+        job = self._job(1.0, mode="predict", split=split)
+        job_dir, readonly = self._prepare(
+            Path(components_dir), workdir, job, [f"{split}_x.npy"], checkpoint=Path(checkpoint)
+        )
+        request = self._request(workdir, job_dir, readonly, timeout_s)
+        try:
+            result = self.executor.run(request, on_event=on_event)
+            if not result.ok:
+                return result.model_copy(update={"result": None})
+            rows = int(self.data.meta.counts.get(split, 0))
+            dir_fd = os.open(job_dir / OUT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                scores = read_predictions(Path(predictions_name(split)), rows, int(self.data.meta.num_classes),
+                                          dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            self._clean(job_dir)
+        if scores is None:
+            error = ComponentError(component="harness", error_type="NoPredictions",
+                                   message=f"The predict job wrote no valid {predictions_name(split)} "
+                                   f"({rows} rows x {self.data.meta.num_classes} classes expected).")
+            return result.model_copy(update={"status": "crashed", "result": None, "error": error})
+        np.save(workdir / f"{split}_log_probs.npy", scores.astype(np.float32), allow_pickle=False)
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        out = {"pred": probs.argmax(1).tolist(), "confidence": [round(float(p), 4) for p in probs.max(1)]}
+        write_json_atomic(workdir / "predictions.json", out)
+        return result.model_copy(update={"result": {"num_predictions": rows, "split": split}})
+
+    def predict_split(self, candidate_dir: Path, split: str = "test", *, workdir: Path | None = None) -> np.ndarray:
+        """Log-probabilities ``(rows, classes)`` of ``split`` from the candidate in ``candidate_dir``.
+
+        ``candidate_dir`` holds the three component files and ``checkpoint.pt`` (e.g. the run's ``best/``).
+
+        Raises:
+            PredictionError: the predict job failed (its :class:`ExecutionResult` is attached).
+        """
+        candidate_dir = Path(candidate_dir)
+        workdir = Path(workdir) if workdir is not None else candidate_dir.parent / f"predict_{split}"
+        result = self.predict(candidate_dir, candidate_dir / "checkpoint.pt", workdir, split=split)
+        if not result.ok:
+            raise PredictionError(result)
+        return np.load(workdir / f"{split}_log_probs.npy", allow_pickle=False)

@@ -1,8 +1,12 @@
-"""Keep component code away from held-out data, with a Python audit hook.
+"""A fast first check against honest mistakes: a Python audit hook on held-out paths.
 
-An audit hook cannot be removed once installed; it sees every ``open`` and directory
-listing in the process, so component code that tries to read the test labels or the
-raw dataset (whose test folder names are labels) fails with ``PermissionError``.
+This is **not** the security boundary. Component code in the same interpreter can get
+around any in-process hook (``os.open`` with ``dir_fd``, ``ctypes``, a subprocess, ...).
+What keeps labels from a candidate is that they are never in its job directory or, under
+the ``sandbox`` and ``docker`` executors, in its view of the filesystem at all; and every
+score is computed outside the candidate (:mod:`automodel.executors`' scorer). The hook
+only turns an innocent ``open`` of a held-out path (test labels, the raw dataset) under
+the ``local`` executor into a clear ``PermissionError``.
 """
 
 from __future__ import annotations

@@ -1,61 +1,97 @@
-"""The job a harness process runs, and the protocol it speaks back."""
+"""The harness side of the protocol: re-exports of :mod:`automodel.executors`' one definition,
+plus what only the harness process needs (its lifeline to the parent, its view of the data)."""
 
 from __future__ import annotations
 
-import json
+import ctypes
 import os
+import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+import numpy as np
 
-EVENT_PREFIX = "@@AM "
-"""Lines on stdout that start with this prefix carry one JSON event."""
+from automodel.data import DEFAULT_MEMORY_BUDGET, PreparedMeta
+from automodel.executors import (
+    DATA_DIR,
+    ERROR_EXIT_CODE,
+    EVENT_PREFIX,
+    HarnessJob,
+    emit,
+    write_json_atomic,
+)
 
-ERROR_EXIT_CODE = 3
-"""Exit status of a harness whose component code failed (details in ``error.json``)."""
+__all__ = [
+    "ERROR_EXIT_CODE",
+    "EVENT_PREFIX",
+    "HarnessJob",
+    "Infeasible",
+    "JobData",
+    "arm_lifeline",
+    "emit",
+    "parent_gone",
+    "write_json_atomic",
+]
 
-
-class HarnessJob(BaseModel):
-    """Everything a harness process needs; written as ``job.json`` by the executor's caller."""
-
-    mode: Literal["train", "predict"] = "train"
-    components_dir: Path
-    data_dir: Path
-    workdir: Path
-    time_budget_s: float = Field(60.0, gt=0)
-    device: str = "auto"
-    seed: int = 0
-    threads: int = 0
-    """CPU threads for torch; 0 = all cores."""
-    smoke_steps: int = Field(3, ge=1)
-    max_epochs: int | None = None
-    """Hard cap on epochs regardless of the training component (for fast tests)."""
-    checkpoint: Path | None = None
-    """Weights to load in predict mode."""
-    hub_available: bool = False
-    local_weights: dict[str, str] = Field(default_factory=dict)
-    forbidden_paths: list[Path] = Field(default_factory=list)
-    """Files and folders component code may not open (test labels, raw dataset)."""
-    description: str = ""
-    progress_every_s: float = 5.0
-    parent_pid: int | None = None
-    """The harness stops when this process dies (its team was killed): nothing is left running."""
-
-    def write(self, path: Path) -> None:
-        write_json_atomic(path, self.model_dump(mode="json"))
+_PR_SET_PDEATHSIG = 1
+_start_ppid: int | None = None
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+class Infeasible(Exception):
+    """The plan cannot train one epoch within its budget: a typed result, never a chance score."""
 
 
-def emit(event: str, **fields: Any) -> None:
-    """Send one event line to the executor (stdout, flushed)."""
-    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=float) + "\n")
-    sys.stdout.flush()
+def arm_lifeline() -> None:
+    """Die with the parent: ``PR_SET_PDEATHSIG`` (SIGKILL) on Linux, and remember the parent's pid.
+
+    Called first thing, so a harness stuck anywhere (importing, in ``build_data``) cannot outlive
+    the process that started it. Elsewhere :func:`parent_gone` is the only check.
+    """
+    global _start_ppid
+    _start_ppid = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the per-step parent_gone() check remains
+    if os.getppid() != _start_ppid:  # the parent died before the signal was armed
+        os._exit(ERROR_EXIT_CODE)
+
+
+def parent_gone() -> bool:
+    """Whether the process that started this harness has ended."""
+    return _start_ppid is not None and os.getppid() != _start_ppid
+
+
+@dataclass
+class JobData:
+    """The arrays of a job's ``data/`` folder: labels only where the job has them (train)."""
+
+    root: Path
+    meta: PreparedMeta
+    mmap: bool
+    _cache: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, job_dir: Path) -> JobData:
+        root = job_dir / DATA_DIR
+        meta = PreparedMeta.model_validate_json((root / "meta.json").read_text(encoding="utf-8"))
+        total = sum(p.stat().st_size for p in root.glob("*.npy"))
+        return cls(root=root, meta=meta, mmap=total > DEFAULT_MEMORY_BUDGET)
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(x (N,S,S,C) uint8, y (N,) int64 or None)``; ``y`` only where the job holds labels."""
+        if split not in self._cache:
+            x_path, y_path = self.root / f"{split}_x.npy", self.root / f"{split}_y.npy"
+            if not x_path.is_file():
+                raise FileNotFoundError(f"this job has no {split} images ({x_path.name} is not in data/)")
+            if self.mmap:
+                x = np.load(x_path, mmap_mode="r", allow_pickle=False)
+                y = np.load(y_path, mmap_mode="r", allow_pickle=False) if y_path.is_file() else None
+            else:
+                x = np.load(x_path, allow_pickle=False)
+                y = np.load(y_path, allow_pickle=False) if y_path.is_file() else None
+            self._cache[split] = (x, y)
+        return self._cache[split]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from automodel.harness._job import HarnessJob, emit, write_json_atomic
+from automodel.executors import OUT_DIR, checkpoint_name, predictions_name, val_predictions_name
+from automodel.harness._job import HarnessJob, Infeasible, JobData, emit, parent_gone
 from automodel.harness._loader import ComponentFailure
 from automodel.interfaces import (
     DataRecipe,
@@ -94,26 +94,22 @@ def evaluate(
     return out, loss
 
 
-def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float | None]:
-    acc: list[float | None] = []
-    for c in range(num_classes):
-        mask = y == c
-        acc.append(float((pred[mask] == c).float().mean()) if mask.any() else None)
-    return acc
-
-
 class Candidate:
     """The three components built against one prepared dataset."""
 
-    def __init__(self, job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: Any):
+    def __init__(self, job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: JobData):
         self.job, self.modules, self.files = job, modules, files
         self.device = resolve_device(job.device)
         self.meta = data.meta
         self.num_classes = int(self.meta.num_classes)
-        x, y = data.arrays("train")
-        self.train = Split.from_arrays(x, y)
-        counts = np.bincount(np.asarray(y), minlength=self.num_classes)
-        self.class_counts = tuple(int(c) for c in counts)
+        if job.mode == "train":
+            x, y = data.arrays("train")
+            self.train = Split.from_arrays(x, y)
+            counts = np.bincount(np.asarray(y), minlength=self.num_classes)
+            self.class_counts = tuple(int(c) for c in counts)
+        else:  # a predict job holds no training data: the specs describe it from the metadata
+            self.train = Split.from_arrays(np.zeros((int(self.meta.counts.get("train", 0)), 1, 1, 1), np.uint8), None)
+            self.class_counts = tuple(int(c) for c in self.meta.class_counts.get("train", []))
         spec = DataSpec(
             num_classes=self.num_classes,
             in_chans=int(self.meta.in_chans),
@@ -137,7 +133,11 @@ class Candidate:
             in_chans=recipe.out_chans,
             input_size=recipe.input_size,
             device=self.device,
-            pretrained=PretrainedInfo(hub_available=job.hub_available, local=dict(job.local_weights)),
+            pretrained=PretrainedInfo(
+                hub_available=job.hub_available,
+                # Relative to the job directory (the working directory); absolute for the component.
+                local={name: os.path.abspath(path) for name, path in job.local_weights.items()},
+            ),
             num_train=len(self.train),
             time_budget_s=job.time_budget_s,
         )
@@ -225,12 +225,40 @@ def _save_checkpoint(model: torch.nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: Any) -> dict[str, Any]:
-    """Run the whole candidate; returns the metrics also written to ``metrics.json``."""
+def _save_predictions(probs: torch.Tensor, path: Path) -> None:
+    """Class log-probabilities as float32 ``.npy``, renamed into place so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, probs.clamp_min(1e-12).log().numpy().astype(np.float32), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _check_one_epoch_fits(cand: Candidate, est: float, steps: int, remaining_s: float) -> None:
+    epoch_s = est * steps
+    if epoch_s > remaining_s:
+        params = sum(p.numel() for p in cand.model.parameters())
+        raise Infeasible(
+            f"One epoch needs about {epoch_s:.0f} s ({steps} steps x {est:.3f} s at batch size "
+            f"{cand.recipe.batch_size}, input {cand.recipe.input_size}px, {params / 1e6:.1f}M parameters) but "
+            f"only {max(remaining_s, 0):.0f} s of the {cand.job.time_budget_s:.0f} s budget are left: use a smaller "
+            "model or input size (or frozen/cached features), or give this candidate a larger budget."
+        )
+
+
+def train(
+    job: HarnessJob, job_dir: Path, modules: dict[str, ModuleType], files: dict[str, Path], data: JobData
+) -> dict[str, Any]:
+    """Train the candidate, writing validation predictions and weights per epoch and variant to ``out/``.
+
+    Returns the harness's own report (``result.json``): timings and losses, never a score.
+
+    Raises:
+        Infeasible: one epoch does not fit in the budget (predicted after the smoke test, or seen).
+    """
     t_start = time.perf_counter()
     torch.manual_seed(job.seed)
     cand = Candidate(job, modules, files, data)
-    val = Split.from_arrays(*data.arrays("val"))
+    val = Split.from_arrays(data.arrays("val")[0], None)  # the job holds no validation labels
     est = cand.smoke(job.smoke_steps)
     recipe = cand.build_training(est)
     model, opt = cand.model, recipe.optimizer
@@ -246,10 +274,10 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
     params = sum(p.numel() for p in model.parameters())
     emit("smoke", ok=True, est_step_s=round(est, 5), epochs=epochs, steps_per_epoch=steps_per_epoch,
          batch_size=bs, input_size=cand.recipe.input_size, params=params, device=cand.device)
+    _check_one_epoch_fits(cand, est, steps_per_epoch, t_start + job.time_budget_s - time.perf_counter())
     base_lrs = [g["lr"] for g in opt.param_groups]
-    ckpt = job.workdir / "checkpoint.pt"
+    out = job_dir / OUT_DIR
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_accuracy": -1.0}
     gen = torch.Generator().manual_seed(job.seed)
     step, images, train_s = 0, 0, 0.0
     deadline = t_start + job.time_budget_s
@@ -288,7 +316,7 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
             step += 1
             images += x.shape[0]
             now = time.perf_counter()
-            if job.parent_pid is not None and os.getppid() != job.parent_pid:
+            if parent_gone():
                 raise SystemExit("the process that started this candidate is gone; stopping")
             if now - last_progress >= job.progress_every_s:
                 emit("progress", epoch=epoch, epochs=epochs, step=b + 1, steps=steps_per_epoch,
@@ -298,39 +326,29 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
                 stopped_by_budget = True
                 break
         train_s += time.perf_counter() - t_epoch
-        assert val.y is not None
-        # With EMA, score both the averaged and the raw weights and keep the better: early in
-        # a short run the average still remembers the random initialisation.
-        scored = []
-        for which, candidate_model in (("ema", ema.module if ema is not None else None), ("raw", model)):
-            if candidate_model is None:
+        if stopped_by_budget and epoch == 1 and loss_n < steps_per_epoch:
+            raise Infeasible(
+                f"The time budget of {job.time_budget_s:.0f} s ran out after {loss_n} of {steps_per_epoch} steps of "
+                "the first epoch: a score now would be chance. Use a smaller model or input size, or a larger budget."
+            )
+        # With EMA both the averaged and the raw weights are kept: early in a short run the average
+        # still remembers the random initialisation. The orchestrator scores both and picks.
+        for which, variant_model in (("ema", ema.module if ema is not None else None), ("raw", model)):
+            if variant_model is None:
                 continue
-            probs, val_loss = evaluate(candidate_model, val, cand.recipe, cand.device, cand.num_classes, use_amp)
-            pred = probs.argmax(1)
-            acc = float((pred == val.y).float().mean()) if len(val) else 0.0
-            scored.append((acc, which, candidate_model, pred, val_loss))
-        acc, which, eval_model, pred, val_loss = max(scored, key=lambda s: s[0])
+            probs, _ = evaluate(variant_model, val, cand.recipe, cand.device, cand.num_classes, use_amp)
+            _save_checkpoint(variant_model, out / checkpoint_name(epoch, which))
+            _save_predictions(probs, out / val_predictions_name(epoch, which))
         record = {
-            "epoch": epoch, "train_loss": round(loss_sum / max(loss_n, 1), 5), "val_loss": round(val_loss, 5),
-            "val_accuracy": round(acc, 5), "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t_epoch, 2),
-            "steps": loss_n,
+            "epoch": epoch, "train_loss": round(loss_sum / max(loss_n, 1), 5), "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t_epoch, 2), "steps": loss_n,
         }
-        if ema is not None:
-            record["weights"] = which
         history.append(record)
         emit("epoch", epochs=epochs, **record)
-        if acc > best["val_accuracy"]:
-            best = {"val_accuracy": acc, "epoch": epoch, "val_loss": val_loss,
-                    "per_class": per_class_accuracy(pred, val.y, cand.num_classes)}
-            _save_checkpoint(eval_model, ckpt)
         if stopped_by_budget:
             emit("budget", message=f"time budget of {job.time_budget_s:.0f}s reached in epoch {epoch}")
             break
-    metrics = {
-        "val_accuracy": best["val_accuracy"],
-        "best_epoch": best.get("epoch"),
-        "val_loss": best.get("val_loss"),
-        "per_class_val_accuracy": best.get("per_class"),
+    return {
         "epochs_run": len(history),
         "epochs_planned": epochs,
         "history": history,
@@ -343,30 +361,22 @@ def train(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path
         "input_size": cand.recipe.input_size,
         "batch_size": bs,
         "device": cand.device,
-        "classes": list(cand.meta.classes),
-        "checkpoint": str(ckpt) if ckpt.exists() else None,
     }
-    if math.isnan(metrics["val_loss"] or 0.0):
-        metrics["val_loss"] = None
-    write_json_atomic(job.workdir / "metrics.json", metrics)
-    return metrics
 
 
-def predict(job: HarnessJob, modules: dict[str, ModuleType], files: dict[str, Path], data: Any) -> dict[str, Any]:
-    """Predict the test split with a trained checkpoint; labels are never in this process."""
-    if job.checkpoint is None or not Path(job.checkpoint).is_file():
-        raise FileNotFoundError(f"predict mode needs a checkpoint; {job.checkpoint} does not exist")
+def predict(
+    job: HarnessJob, job_dir: Path, modules: dict[str, ModuleType], files: dict[str, Path], data: JobData
+) -> dict[str, Any]:
+    """Write class log-probabilities for ``job.split`` with ``checkpoint.pt``; no labels are in this job."""
+    checkpoint = job_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"predict mode needs checkpoint.pt in the job directory {job_dir}")
     cand = Candidate(job, modules, files, data)
-    state = torch.load(job.checkpoint, map_location=cand.device, weights_only=True)
+    state = torch.load(checkpoint, map_location=cand.device, weights_only=True)
     state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
     with owned_by("model", files):
         cand.model.load_state_dict(state)
-    test_x, _ = data.arrays("test")
-    test = Split.from_arrays(test_x, None)
-    probs, _ = evaluate(cand.model, test, cand.recipe, cand.device, cand.num_classes, False)
-    out = {"pred": probs.argmax(1).tolist(), "confidence": [round(float(p), 4) for p in probs.max(1).values]}
-    write_json_atomic(job.workdir / "predictions.json", out)
-    return {"num_predictions": len(out["pred"])}
-
-
-Runner = Callable[[HarnessJob, dict[str, ModuleType], dict[str, Path], Any], dict[str, Any]]
+    images = Split.from_arrays(data.arrays(job.split)[0], None)
+    probs, _ = evaluate(cand.model, images, cand.recipe, cand.device, cand.num_classes, False)
+    _save_predictions(probs, job_dir / OUT_DIR / predictions_name(job.split))
+    return {"num_predictions": len(images), "split": job.split}

@@ -78,6 +78,7 @@ class RunContext:
             memory_limit_mb=self.budget.get("memory_limit_mb"),
             max_epochs=self.budget.get("max_epochs"),
             threads=int(self.budget.get("threads") or 0),
+            executor=self.budget.get("executor"),
             grace_s=max(45.0, 0.5 * self.candidate_budget_s()),
         )
 
