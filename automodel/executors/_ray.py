@@ -21,22 +21,20 @@ the same path on every node. ``ray`` is imported only when this executor is used
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
-from ._base import EventCallback, Executor, LineCallback, create_executor, register_executor
+from ._base import EventCallback, Executor, LineCallback, register_executor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutorError
-from ._parallel import IndexedEventCallback, IndexedLineCallback, end_child_sessions, run_threaded
-from ._select import resolve_executor
-from ._shipping import MARKER_PREFIX, Bundle, apply_bundle, make_bundle, remove_bundle, request_roots
+from ._parallel import IndexedEventCallback, IndexedLineCallback, run_threaded
+from ._ray_worker import ray_task
+from ._shipping import MARKER_PREFIX, Bundle, apply_bundle, make_bundle, request_roots
 
 __all__ = ["RayExecutor"]
 
@@ -146,7 +144,7 @@ class RayExecutor(Executor):
                         "for a local runtime."
                     ) from exc
             if self._remote is None:
-                self._remote = ray.remote(_ray_task)
+                self._remote = ray.remote(ray_task)
         return ray
 
     def _task_resources(self, request: ExecutionRequest) -> dict[str, float]:
@@ -426,91 +424,3 @@ def _ray_oom_result(request: ExecutionRequest, duration: float, detail: str) -> 
         ),
         log_path=request.log_path,
     )
-
-
-# -- worker side ---------------------------------------------------------------------
-
-
-def _inner_executor(settings: dict[str, Any]) -> Executor:
-    if settings["inner"] == "auto" and not settings["inner_options"]:
-        return resolve_executor("auto")
-    if settings["inner"] == "auto":
-        from ._sandbox import bwrap_problem
-
-        name = "sandbox" if bwrap_problem() is None else "local"
-        return create_executor(name, **settings["inner_options"])
-    return create_executor(settings["inner"], **settings["inner_options"])
-
-
-def _ray_task(
-    request_data: dict[str, Any], settings: dict[str, Any], inputs: Bundle | None
-) -> Iterator[dict[str, Any]]:
-    """The Ray task: run the request with the inner executor, streaming what happens.
-
-    Yields ``need_inputs`` (and stops) when this node does not see the caller's workdir
-    and no inputs came; else ``started``, then ``event`` / ``line`` items while the child
-    runs, then one ``result`` (or ``error``) item.
-    """
-    import ray
-
-    request = ExecutionRequest.model_validate(request_data)
-    roots = request_roots(request)
-    node = ray.util.get_node_ip_address()
-    shared = (request.workdir / settings["marker"]).is_file()
-    ship = settings["ship"] == "always" or (settings["ship"] == "auto" and not shared)
-    if ship and inputs is None:
-        yield {"kind": "need_inputs", "node": node}
-        return
-    created = [r for r in roots if not r.exists()]
-    materialised: list[str] = apply_bundle(roots, inputs) if ship and inputs is not None else []
-    if request.cwd is None and Path(settings["caller_cwd"]).is_dir():
-        request = request.model_copy(update={"cwd": Path(settings["caller_cwd"])})
-    if settings["gpus_from_ray"] and "CUDA_VISIBLE_DEVICES" in request.env:
-        # Ray chose this task's GPUs and set them in the worker's environment; they win.
-        env = {k: v for k, v in request.env.items() if k != "CUDA_VISIBLE_DEVICES"}
-        request = request.model_copy(update={"env": env})
-    try:
-        executor = _inner_executor(settings)
-    except Exception as exc:  # e.g. sandbox named but bubblewrap missing on this node
-        yield {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
-        return
-    grace = float(getattr(executor, "kill_grace_s", 3.0))
-    yield {"kind": "started", "node": node, "pid": os.getpid(), "shared": shared, "inner": executor.name,
-           "kill_grace_s": grace}
-
-    items: queue.Queue[dict[str, Any]] = queue.Queue()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = executor.run(
-                request,
-                on_event=lambda e: items.put({"kind": "event", "event": e}),
-                on_line=(lambda line: items.put({"kind": "line", "line": line})) if settings["lines"] else None,
-            )
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=work, name="automodel-ray-candidate", daemon=True)
-    thread.start()
-    try:
-        while thread.is_alive() or not items.empty():
-            try:
-                yield items.get(timeout=0.1)
-            except queue.Empty:
-                continue
-    finally:
-        if thread.is_alive():  # cancelled (KeyboardInterrupt from ray.cancel): end the child now
-            end_child_sessions(grace_s=grace)
-            thread.join(timeout=30)
-    if "error" in outcome:
-        failure = outcome["error"]
-        yield {"kind": "error", "message": f"{type(failure).__name__}: {failure}"}
-        return
-    result: ExecutionResult = outcome["result"]
-    bundle: Bundle = {"files": {}, "links": {}, "left": []}
-    if ship:
-        bundle = make_bundle(roots, limit_bytes=int(settings["max_ship_bytes"]), links=False)
-        links = [name for name in materialised if Path(name).is_symlink()]
-        remove_bundle([*bundle["files"], *links], created)
-    yield {"kind": "result", "result": result.model_dump(mode="json"), "bundle": bundle}
