@@ -204,7 +204,7 @@ def test_a_worker_that_does_not_see_the_workdir_gets_the_files(
 
 
 def test_bundles_stay_inside_the_request_dirs(tmp_path: Path) -> None:
-    from automodel.executors._shipping import apply_bundle, make_bundle
+    from automodel.executors._shipping import apply_bundle, make_bundle, snapshot
 
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
@@ -214,6 +214,12 @@ def test_bundles_stay_inside_the_request_dirs(tmp_path: Path) -> None:
     bundle = make_bundle([src], limit_bytes=1 << 20, links=False)
     assert bundle == {"files": {str(src / "a" / "m.json"): b"{}"}, "links": {}, "left": []}
     assert make_bundle([src], limit_bytes=1 << 20, links=True)["links"] == {str(src / "link"): str(tmp_path)}
+    # Only what changed since a snapshot travels back.
+    before = snapshot([src])
+    (src / "new.txt").write_text("new")
+    assert make_bundle([src], limit_bytes=1 << 20, links=False, unchanged=before)["files"] == {
+        str(src / "new.txt"): b"new"
+    }
     dst = tmp_path / "dst"
     hard = tmp_path / "cache.npy"
     hard.write_bytes(b"cached data")

@@ -19,7 +19,7 @@ from ._models import ExecutionRequest, ExecutionResult
 from ._parallel import end_child_sessions
 from ._sandbox import bwrap_problem
 from ._select import resolve_executor
-from ._shipping import Bundle, apply_bundle, make_bundle, remove_bundle, request_roots
+from ._shipping import Bundle, apply_bundle, make_bundle, remove_bundle, request_roots, snapshot
 
 __all__ = ["ray_task"]
 
@@ -54,7 +54,9 @@ def ray_task(
         yield {"kind": "need_inputs", "node": node}
         return
     created = [r for r in roots if not r.exists()]
-    materialised: list[str] = apply_bundle(roots, inputs) if ship and inputs is not None else []
+    # Shared and shipping anyway (ship_files="always"): the inputs are already here.
+    materialised = apply_bundle(roots, inputs) if ship and not shared and inputs is not None else []
+    before = snapshot(roots) if ship else {}
     if request.cwd is None and Path(settings["caller_cwd"]).is_dir():
         request = request.model_copy(update={"cwd": Path(settings["caller_cwd"])})
     if settings["gpus_from_ray"] and "CUDA_VISIBLE_DEVICES" in request.env:
@@ -102,7 +104,8 @@ def ray_task(
     result: ExecutionResult = outcome["result"]
     bundle: Bundle = {"files": {}, "links": {}, "left": []}
     if ship:
-        bundle = make_bundle(roots, limit_bytes=int(settings["max_ship_bytes"]), links=False)
-        links = [name for name in materialised if Path(name).is_symlink()]
-        remove_bundle([*bundle["files"], *links], created)
+        # What the run wrote or changed goes back; the caller already has the rest.
+        bundle = make_bundle(roots, limit_bytes=int(settings["max_ship_bytes"]), links=False, unchanged=before)
+        # The worker's copy goes; the caller's own files (shared workdir) stay.
+        remove_bundle([*bundle["files"], *materialised], created)
     yield {"kind": "result", "result": result.model_dump(mode="json"), "bundle": bundle}

@@ -19,7 +19,7 @@ import structlog
 
 from ._models import ExecutionRequest
 
-__all__ = ["Bundle", "MARKER_PREFIX", "apply_bundle", "make_bundle", "remove_bundle", "request_roots"]
+__all__ = ["Bundle", "FileState", "MARKER_PREFIX", "apply_bundle", "make_bundle", "remove_bundle", "request_roots", "snapshot"]
 
 MARKER_PREFIX = ".automodel-ray-"
 """Files with this prefix tell a worker that it sees the caller's workdir; never shipped."""
@@ -41,11 +41,35 @@ def request_roots(request: ExecutionRequest) -> list[Path]:
     return roots
 
 
-def make_bundle(roots: list[Path], *, limit_bytes: int, links: bool) -> Bundle:
+FileState = tuple[int, int, int, int]
+"""Inode, size, modification and change time (ns) of a file: equal means untouched."""
+
+
+def _state(path: Path) -> FileState:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def snapshot(roots: list[Path]) -> dict[str, FileState]:
+    """The state of every regular file under ``roots``, to ship back only what a run changed."""
+    return {
+        str(path): _state(path)
+        for root in roots
+        if root.is_dir()
+        for path in root.rglob("*")
+        if not path.is_symlink() and path.is_file()
+    }
+
+
+def make_bundle(
+    roots: list[Path], *, limit_bytes: int, links: bool, unchanged: dict[str, FileState] | None = None
+) -> Bundle:
     """Regular files (and symlinks, if ``links``) under ``roots``, up to ``limit_bytes`` of contents.
 
-    Files past the limit are listed in ``left``, not packed. Markers are never packed.
+    Files whose state equals the one in ``unchanged`` are skipped; files past the limit
+    are listed in ``left``, not packed. Markers are never packed.
     """
+    unchanged = unchanged or {}
     files: dict[str, bytes] = {}
     link_targets: dict[str, str] = {}
     left: list[str] = []
@@ -60,7 +84,7 @@ def make_bundle(roots: list[Path], *, limit_bytes: int, links: bool) -> Bundle:
                 if links:
                     link_targets[str(path)] = os.readlink(path)
                 continue
-            if not path.is_file():
+            if not path.is_file() or unchanged.get(str(path)) == _state(path):
                 continue
             size = path.stat().st_size
             if total + size > limit_bytes:
