@@ -27,7 +27,7 @@ def write_result(**values):
 """
 
 
-def _request(tmp_path: Path, name: str, body: str, *, timeout_s: float = 60.0, **env: str) -> ExecutionRequest:
+def _request(tmp_path: Path, name: str, body: str, *, timeout_s: float = 240.0, **env: str) -> ExecutionRequest:
     script = tmp_path / f"{name}.py"
     script.write_text(_WRITE_RESULT + textwrap.dedent(body))
     return ExecutionRequest(
@@ -47,7 +47,7 @@ def _alive(pid: int) -> bool:
 _BARRIER = """
 barrier = os.path.dirname(work)
 open(os.path.join(barrier, sys.argv[2] + ".started"), "w").close()
-for _ in range(600):
+for _ in range(3000):  # up to 150 s on a loaded machine
     if os.path.exists(os.path.join(barrier, sys.argv[3] + ".started")):
         break
     time.sleep(0.05)
