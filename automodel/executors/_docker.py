@@ -185,7 +185,9 @@ class DockerExecutor(Executor):
         argv = list(request.argv)
         if not self.host_mounts and Path(argv[0]).name.startswith("python"):
             argv[0] = self.python  # the host's interpreter path means nothing inside a self-contained image
-        return argv
+        # A container does not die with the process that started it: `timeout` (coreutils) as its first
+        # process ends it after the budget even if the orchestrator was killed and cannot stop it.
+        return ["timeout", "-s", "KILL", f"{request.timeout_s + 10:.0f}", *argv]
 
     def _env(self, request: ExecutionRequest, job_dir: Path) -> dict[str, str]:
         env = {k: os.environ[k] for k in ("LANG", "TZ", "OMP_NUM_THREADS") if k in os.environ}

@@ -15,7 +15,7 @@ from ._base import EventCallback, Executor, LineCallback, register_executor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
 from ._output import OutputReader, crash_error, read_component_error, read_json_dict
 from ._procs import cgroup_oom_kills, end_session, session_pids, session_rss_mb
-from ._protocol import ERROR_FILE, INFEASIBLE_ERROR_TYPE, RESULT_FILE
+from ._protocol import ERROR_FILE, INFEASIBLE_ERROR_TYPE, PARENT_ENV, RESULT_FILE
 
 __all__ = ["OOM_ERROR_TYPES", "LocalExecutor"]
 
@@ -121,7 +121,7 @@ class LocalExecutor(Executor):
 
     def _command(self, request: ExecutionRequest) -> tuple[list[str], dict[str, str]]:
         """The argv and environment that start the child (sandboxes wrap them)."""
-        return list(request.argv), {**os.environ, **request.env, "PYTHONUNBUFFERED": "1"}
+        return list(request.argv), {**os.environ, **request.env, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
 
     def _members(self, proc: subprocess.Popen[bytes]) -> list[int]:
         """Pids of every live process of this run (for memory and the final clean-up)."""

@@ -40,6 +40,7 @@ __all__ = [
     "INFEASIBLE_ERROR_TYPE",
     "JOB_FILE",
     "OUT_DIR",
+    "PARENT_ENV",
     "RESULT_FILE",
     "WEIGHTS_DIR",
     "HarnessJob",
@@ -66,6 +67,9 @@ OUT_DIR = "out"
 GUARD_ENV = "AUTOMODEL_GUARD_PATHS"
 """Environment variable: ``os.pathsep``-separated held-out paths the harness's honest-mistake guard refuses
 (set only under executors that do not isolate the filesystem; it is not the security boundary)."""
+PARENT_ENV = "AUTOMODEL_PARENT_PID"
+"""Environment variable: the pid the harness must die with (set by the local executor; sandboxes tie the
+child's life to theirs themselves)."""
 ERROR_EXIT_CODE = 3
 """Exit status of a harness whose component code failed (details in ``error.json``)."""
 INFEASIBLE_ERROR_TYPE = "Infeasible"

@@ -17,6 +17,7 @@ from automodel.executors import (
     DATA_DIR,
     ERROR_EXIT_CODE,
     EVENT_PREFIX,
+    PARENT_ENV,
     HarnessJob,
     emit,
     write_json_atomic,
@@ -49,7 +50,9 @@ def arm_lifeline() -> None:
     the process that started it. Elsewhere :func:`parent_gone` is the only check.
     """
     global _start_ppid
-    _start_ppid = os.getppid()
+    expected = os.environ.get(PARENT_ENV, "")
+    # The pid from the environment catches a parent that died before this line ran.
+    _start_ppid = int(expected) if expected.isdigit() else os.getppid()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
