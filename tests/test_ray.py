@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,44 @@ def test_crash_and_timeout_do_not_disturb_the_others(ray_runtime: None, tmp_path
     for pid in json.loads((tmp_path / "hang" / "pids.json").read_text()):
         assert not _alive(pid), f"pid {pid} of the timed-out candidate is still running"
     assert (tmp_path / "crash" / "log.txt").read_text().startswith("about to fail")
+
+
+def test_ctrl_c_cancels_the_tasks_and_their_children(ray_runtime: None, tmp_path: Path) -> None:
+    body = """
+    import os, signal, sys, time
+    t0 = time.monotonic()
+    def stopped(signum, frame):
+        with open(os.path.join(sys.argv[1], "stopped_after_s"), "w") as f:
+            f.write(str(time.monotonic() - t0))
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, stopped)
+    with open(os.path.join(sys.argv[1], "pid"), "w") as f:
+        f.write(str(os.getpid()))
+    print('@@AM {"event": "started"}', flush=True)
+    time.sleep(600)
+    """
+    timeout_s = 120.0
+    requests = [_request(tmp_path, f"s{i}", body, timeout_s=timeout_s) for i in range(2)]
+    started: set[int] = set()
+
+    def interrupt_when_both_started(index: int, event: dict[str, Any]) -> None:
+        started.add(index)
+        if started == {0, 1}:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does to the waiting main thread
+
+    executor = RayExecutor(inner="local", inner_options={"kill_grace_s": 1.0})
+    with pytest.raises(KeyboardInterrupt):
+        executor.run_many(requests, on_event=interrupt_when_both_started)
+    for i in range(2):
+        # The workers stop their children after the caller has moved on: wait for that, bounded.
+        stopped = tmp_path / f"s{i}" / "stopped_after_s"
+        for _ in range(600):
+            if stopped.exists() and not _alive(int((tmp_path / f"s{i}" / "pid").read_text())):
+                break
+            time.sleep(0.1)
+        assert stopped.exists(), f"candidate {i} was not stopped"
+        assert float(stopped.read_text()) < timeout_s  # by the cancellation, not by its timeout
+        assert not _alive(int((tmp_path / f"s{i}" / "pid").read_text()))
 
 
 def test_events_arrive_while_the_candidate_runs(ray_runtime: None, tmp_path: Path) -> None:
