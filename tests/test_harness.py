@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from automodel.harness import CandidateRunner
@@ -24,8 +25,23 @@ def test_reference_recipe_learns_digits_and_predicts(digits_workspace, reference
     edit(reference_copy / "training.py", "EPOCHS = 0", "EPOCHS = 4")
     runner = digits_workspace.runner()
     events: list[dict] = []
-    result = runner.train(reference_copy, tmp_path / "it", time_budget_s=120, on_event=events.append)
+    seen: dict[str, object] = {}
+
+    def look(event: dict) -> None:  # what the candidate's job directory holds while it runs
+        events.append(event)
+        if event["event"] == "start":
+            job = tmp_path / "it" / "job"
+            seen["data"] = sorted(p.name for p in (job / "data").iterdir())
+            seen["job"] = json.loads((job / "job.json").read_text())
+
+    result = runner.train(reference_copy, tmp_path / "it", time_budget_s=120, on_event=look)
     assert result.status == "ok", result.log_tail
+    # Train images and labels, validation images: no validation labels, no path outside the job.
+    assert seen["data"] == ["meta.json", "train_x.npy", "train_y.npy", "val_x.npy"]
+    job = seen["job"]
+    assert isinstance(job, dict)
+    assert not any(str(v).startswith("/") for v in [*job.values(), *job["local_weights"].values()])
+    assert result.result is not None and result.result["scored_by"] == "orchestrator"
     metrics = json.loads((tmp_path / "it" / "metrics.json").read_text())
     assert metrics["val_accuracy"] > 0.5  # chance is 0.1
     assert metrics["epochs_run"] >= 1 and len(metrics["history"]) == metrics["epochs_run"]
@@ -33,9 +49,11 @@ def test_reference_recipe_learns_digits_and_predicts(digits_workspace, reference
     kinds = [e["event"] for e in events]
     assert "smoke" in kinds and "epoch" in kinds and kinds[-1] == "done"
 
-    pred = runner.predict(reference_copy, tmp_path / "it" / "checkpoint.pt", tmp_path / "pred")
-    assert pred.status == "ok", pred.log_tail
+    shutil.copyfile(tmp_path / "it" / "checkpoint.pt", reference_copy / "checkpoint.pt")
+    log_probs = runner.predict_split(reference_copy, "test", workdir=tmp_path / "pred")
+    assert log_probs.shape == (len(digits_workspace.data.test_ids), 10)
     out = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert out["pred"] == log_probs.argmax(1).tolist()
     assert len(out["pred"]) == len(digits_workspace.data.test_ids)
     # The trusted side scores predictions against the private labels.
     private = json.loads((digits_workspace.store.private_dir / "test_labels.json").read_text())

@@ -133,6 +133,8 @@ def test_thief_is_contained_and_its_forged_score_never_recorded(
     runner = _runner(executor, digits_workspace, request, max_epochs=1)
     store = digits_workspace.store
     outside = tmp_path / "outside.txt"
+    planted = store.root / "outside-run-root.txt"
+    planted.unlink(missing_ok=True)  # the shared run directory: a `local` run before may have written it
     snippet = _attack("steal_and_forge.py", {
         "TEST_LABELS": str(store.private_dir / "test_labels.json"),
         "VAL_LABELS": str(store.data_dir / "val_y.npy"),
@@ -145,25 +147,27 @@ def test_thief_is_contained_and_its_forged_score_never_recorded(
     with open(reference_copy / "data.py", "a") as f:
         f.write("\n" + snippet)
     events: list[dict] = []
-    result = runner.train(reference_copy, tmp_path / "it", time_budget_s=60, on_event=events.append)
+    result = runner.train(reference_copy, tmp_path / "it", time_budget_s=300, on_event=events.append)
     log = result.log_path.read_text() if result.log_path else ""
     succeeded = [line for line in log.splitlines() if "SUCCEEDED" in line]
     print(f"{executor}: {len(succeeded)} attacks succeeded: {succeeded}")
+    reads = [line for line in succeeded if "write_" not in line]  # writes are judged on the host, below
 
     # The forgeries: whatever the candidate claims, the recorded score is the scorer's.
-    assert result.status == "ok", result.log_tail
+    assert result.status == "ok", (result.error, result.log_tail[-5:])
     assert result.result is not None and result.result["scored_by"] == "orchestrator"
     labels = np.load(store.data_dir / "val_y.npy")
     assert result.result["val_accuracy"] == pytest.approx(float((labels == 0).mean()))  # all "class 0"
     assert json.loads((tmp_path / "it" / "metrics.json").read_text())["val_accuracy"] < 0.5
     assert all(e.get("val_accuracy") != 1.0 for e in events), events
-    assert log.count("ATTACK ") >= 23  # every attempt ran
+    assert log.count("ATTACK ") >= 25  # every attempt ran
     if runner.executor.isolates_filesystem:
-        assert succeeded == []
+        assert reads == []
         assert not outside.exists()
+        assert not planted.exists()
         assert not _accepted(listener)
         assert _procs_with(token) == []
-        assert not any(p.name.startswith("outside") for p in store.root.iterdir())
+    planted.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("executor", ["sandbox", "docker"])

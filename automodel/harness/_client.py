@@ -202,8 +202,8 @@ class CandidateRunner:
             shutil.rmtree(job_dir / sub, ignore_errors=True)
         (job_dir / "checkpoint.pt").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            for path in (job_dir / OUT_DIR).iterdir():
-                if path.suffix == ".pt" or path.is_symlink():
+            for path in (job_dir / OUT_DIR).iterdir():  # scored already: the numbers are in metrics.json
+                if path.suffix in (".pt", ".npy") or path.is_symlink():
                     path.unlink()
 
     # -- train -----------------------------------------------------------------------------------

@@ -106,8 +106,10 @@ _report("test_images_numpy", lambda: _numpy_load(_TEST_IMAGES))
 _report("run_root_listing", lambda: "\n".join(_os.listdir(_RUN_ROOT)).encode())
 
 
-def _write_outside():
-    with open(_OUTSIDE, "w") as f:
+def _write(path):
+    # In a sandbox a path outside the job directory is either missing or private scratch space:
+    # whether the host saw the write is checked by the test, on the host.
+    with open(path, "w") as f:
         f.write("escaped")
     return b"written"
 
@@ -118,7 +120,18 @@ def _socket_out():
     return b"connected"
 
 
-_report("write_outside", _write_outside)
+def _rewrite_train_data():
+    # Writes the first byte back unchanged: proves the shared data is writable without harming it.
+    with open("data/train_x.npy", "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(first)
+    return b"writable"
+
+
+_report("train_data_writable", _rewrite_train_data)
+_report("write_outside", lambda: _write(_OUTSIDE))
+_report("write_run_root", lambda: _write(_os.path.join(_RUN_ROOT, "outside-run-root.txt")))
 _report("socket", _socket_out)
 # A child in its own session that would outlive the run.
 _subprocess.Popen([_sys.executable, "-c", f"import time; time.sleep(900)  # {_TOKEN}"], start_new_session=True,
