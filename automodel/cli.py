@@ -19,9 +19,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="a folder (ImageFolder or Kaggle layout), a torchvision name, or 'demo'")
     p.add_argument("--description", default="", help="a sentence about the data (what the label means, cautions)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<dataset name>)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--val-fraction", type=float, default=None, help="default 0.2")
     p.add_argument("--id-col", default=None, help="id column of a Kaggle CSV (detected when omitted)")
     p.add_argument("--label-col", default=None, help="label column of a Kaggle CSV (detected when omitted)")
     p.add_argument("--weights-dir", default=None, help="folder of local pretrained weights <timm_name>.pth")
@@ -30,9 +30,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_executor_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", default="auto", choices=["auto", "sandbox", "docker", "local", "ray"],
-                   help="where candidate code runs: auto (sandbox where bubblewrap starts, else local), sandbox "
-                   "(bubblewrap), docker, local (no isolation), or ray (a Ray task per candidate, on the "
+    p.add_argument("--executor", default=None, choices=["auto", "sandbox", "docker", "local", "ray"],
+                   help="where candidate code runs: auto (the default: sandbox where bubblewrap starts, else local), "
+                   "sandbox (bubblewrap), docker, local (no isolation), or ray (a Ray task per candidate, on the "
                    "cluster in RAY_ADDRESS or a local one; docs/ray.md); see README 'Security model'")
 
 
@@ -43,16 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="let the team build, train and improve a model")
     _add_data_args(run)
     run.add_argument("--config", type=Path, default=None, help="YAML/JSON file with a model backend per role")
-    run.add_argument("--iterations", type=int, default=6, help="attempts after the first pipeline (default 6)")
-    run.add_argument("--time-budget", type=float, default=900.0, help="total wall-clock seconds (default 900)")
+    run.add_argument("--iterations", type=int, default=None,
+                     help="an extra cap on attempts after the first pipeline (default: as many as the time budget allows)")
+    run.add_argument("--time-budget", type=float, default=None, help="total wall-clock seconds, all used (default 900)")
     run.add_argument("--candidate-budget", type=float, default=None,
                      help="training seconds per candidate (default: a share of the time budget)")
     run.add_argument("--target", type=float, default=None, help="stop once validation accuracy reaches this")
     run.add_argument("--max-cost", type=float, default=None,
                      help="USD cap for priced backends (prices in the config); then the offline expert plays on")
     run.add_argument("--token-budget", type=int, default=None, help="stop after the LLM backends used this many tokens")
-    run.add_argument("--threads", type=int, default=0, help="CPU threads per candidate (default: all available)")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads per candidate (default: all available)")
+    run.add_argument("--strategy", choices=["budgeted", "paper"], default=None,
+                     help="budgeted (default): explore cheap, then train the best long; paper: equal shares from scratch")
+    run.add_argument("--no-flip-check", action="store_true",
+                     help="do not let the roles use the mirrored-image check (for ablations)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed attempt")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON event per line on stdout (human lines go to stderr)")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
     _add_executor_arg(run)
@@ -70,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = sub.add_parser("profile", help="prepare a dataset and print its profile")
     _add_data_args(prof)
+
+    rep = sub.add_parser("report", help="(re)build report.md and report.html of a run directory")
+    rep.add_argument("run", type=Path, help="the run directory (--out of `automodel run`), finished or not")
     return parser
 
 
@@ -80,6 +90,16 @@ def _default_out(data: str, command: str) -> Path:
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in (("max_train", args.max_train), ("max_test", args.max_test)) if v}
+
+
+def _data_settings(args: argparse.Namespace, out: Path) -> Any:
+    """The data part of the run settings, defaults from :class:`RunSettings` (defined once there)."""
+    from automodel.settings import RunSettings
+
+    return RunSettings.build(data=args.data, out=out, description=args.description or None, device=args.device,
+                             seed=args.seed, val_fraction=args.val_fraction, id_col=args.id_col,
+                             label_col=args.label_col, weights_dir=args.weights_dir, max_train=args.max_train,
+                             max_test=args.max_test)
 
 
 def cmd_train_once(args: argparse.Namespace) -> int:
@@ -96,14 +116,21 @@ def cmd_train_once(args: argparse.Namespace) -> int:
             console.print(f"  {components}/{issue}")
         return 2
     out = args.out or _default_out(args.data, "train-once")
-    ws = open_workspace(args.data, out, description=args.description, device=args.device, seed=args.seed,
-                        val_fraction=args.val_fraction, id_col=args.id_col, label_col=args.label_col,
-                        weights_dir=args.weights_dir, **_source_options(args))
+    st = _data_settings(args, out)
+    ws = open_workspace(st.data, out, description=st.description, device=st.device, seed=st.seed,
+                        val_fraction=st.val_fraction, id_col=st.id_col, label_col=st.label_col,
+                        weights_dir=st.weights_dir, **_source_options(args))
     console.print(ws.data.meta.profile.summary())
     workdir = ws.store.root / "train-once"
     copy_components(Path(components), workdir)
-    result = ws.runner(memory_limit_mb=args.memory_limit_mb, executor=args.executor).train(
-        workdir, workdir, time_budget_s=args.time_budget, seed=args.seed, on_event=EventPrinter(console)
+    runner = ws.runner(memory_limit_mb=args.memory_limit_mb, executor=args.executor)
+    key, extraction = runner.ensure_features(workdir, ws.store.root, on_event=EventPrinter(console))
+    if extraction is not None and not extraction.ok:
+        console.print(f"[bold red]extracting features {key} failed[/]: {extraction.status} "
+                      f"{extraction.error.message if extraction.error else ''}; log: {extraction.log_path}")
+        return 1
+    result = runner.train(
+        workdir, workdir, time_budget_s=args.time_budget, seed=st.seed, on_event=EventPrinter(console)
     )
     if result.ok and result.result:
         console.print(f"[bold green]val accuracy {result.result['val_accuracy']:.4f}[/] "
@@ -133,27 +160,40 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from automodel.workspace import open_workspace
 
     out = args.out or _default_out(args.data, "profile")
-    ws = open_workspace(args.data, out, description=args.description, device="cpu", seed=args.seed,
-                        val_fraction=args.val_fraction, id_col=args.id_col, label_col=args.label_col,
+    st = _data_settings(args, out)
+    ws = open_workspace(st.data, out, description=st.description, device="cpu", seed=st.seed,
+                        val_fraction=st.val_fraction, id_col=st.id_col, label_col=st.label_col,
                         **_source_options(args))
     console.print(json.dumps(ws.data.meta.profile.model_dump(mode="json"), indent=1, default=str))
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from automodel.report import build_report
+
+    md, html = build_report(args.run)
+    console.print(f"report: {html} (and {md.name})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from automodel._console import make_display
+    from automodel._logs import configure_logging
     from automodel.executors import resolve_executor
-    from automodel.run import RunOptions, run_team
+    from automodel.run import run_team
+    from automodel.settings import RunSettings
 
-    resolve_executor(args.executor)  # an explicit executor that cannot start here stops the run now
-
-    opts = RunOptions(
+    if args.executor is not None:
+        resolve_executor(args.executor)  # an explicit executor that cannot start here stops the run now
+    opts = RunSettings.build(
         data=args.data,
         out=args.out or _default_out(args.data, "run"),
-        description=args.description,
+        description=args.description or None,
         config=args.config,
         iterations=args.iterations,
         time_budget_s=args.time_budget,
         candidate_budget_s=args.candidate_budget,
+        strategy=args.strategy,
         target=args.target,
         token_budget=args.token_budget,
         max_cost_usd=args.max_cost,
@@ -166,30 +206,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_train=args.max_train,
         max_test=args.max_test,
         threads=args.threads,
-        resume=args.resume,
-        zero_shot=not args.no_zero_shot,
+        resume=args.resume or None,
+        zero_shot=False if args.no_zero_shot else None,
+        flip_check=False if args.no_flip_check else None,
         executor=args.executor,
     )
-    final = run_team(opts, console=console)
+    run_id = configure_logging(run_dir=opts.out)
+    human = Console(highlight=False, stderr=True) if args.json else console
+    display = make_display("json" if args.json else "auto", human, run_id=run_id or "")
+    final = run_team(opts, console=human, display=display)
     return 0 if final.get("best_val_accuracy") is not None else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``automodel`` command."""
+    from automodel._logs import configure_logging
     from automodel.config import ConfigError
     from automodel.data import DataError
     from automodel.executors import ExecutorError
-    from automodel.logging import configure_logging
+    from automodel.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     configure_logging()
-    handlers = {"run": cmd_run, "train-once": cmd_train_once, "validate": cmd_validate, "profile": cmd_profile}
+    handlers = {"run": cmd_run, "train-once": cmd_train_once, "validate": cmd_validate, "profile": cmd_profile,
+                "report": cmd_report}
     try:
         return handlers[args.command](args)
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
         return 2
-    except (ConfigError, ExecutorError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, ExecutorError, SettingsError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:

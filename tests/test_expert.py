@@ -24,8 +24,21 @@ def _design(profile: dict, env: dict = CPU_ENV, description: str = "") -> dict:
     return _rules.architect({"profile": profile, "environment": env, "description": description})
 
 
-def test_architect_fine_tunes_pretrained_weights_on_photos_when_it_can():
-    env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0"]}}
+def test_architect_starts_photos_on_a_cpu_with_a_head_on_cached_pretrained_features():
+    env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0", "efficientnet_lite1"]},
+           "budget": {"time_budget_s": 300}}
+    d = _design({"num_train": 750, "stored_size": 160, "in_chans": 3, "num_classes": 10}, env)
+    assert get_knobs(d["components"]["data"])["FEATURES"] == "efficientnet_lite0@224"
+    assert get_knobs(d["components"]["model"])["HEAD_HIDDEN"] == 0
+    for component, code in d["components"].items():
+        assert validate_component(component, code) == []
+    # Gray digits are not photos: no pretrained features there.
+    digits = _design({"num_train": 1400, "stored_size": 8, "in_chans": 1, "num_classes": 10}, env)
+    assert not get_knobs(digits["components"]["data"]).get("FEATURES")
+
+
+def test_architect_fine_tunes_pretrained_weights_on_a_gpu():
+    env = {**CPU_ENV, "device": "cuda", "cuda": True, "pretrained": {"hub": False, "local": ["efficientnet_lite0"]}}
     d = _design({"num_train": 1600, "stored_size": 100, "in_chans": 3, "num_classes": 10}, env)
     knobs = get_knobs(d["components"]["model"])
     assert knobs["ARCH"] == "efficientnet_lite0" and knobs["PRETRAINED"] is True
@@ -148,8 +161,33 @@ def test_flips_found_from_the_data_when_nobody_said_so():
 def test_architect_weighs_pretrained_cost_against_the_budget():
     env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0"]}}
     photos = {"num_train": 1650, "stored_size": 100, "in_chans": 3, "num_classes": 10}
-    tight = get_knobs(_design(photos, {**env, "candidate_budget_s": 45})["components"]["model"])
-    roomy = _design(photos, {**env, "candidate_budget_s": 600})
-    assert tight["ARCH"] == "small_cnn"
-    assert get_knobs(roomy["components"]["model"])["ARCH"] == "efficientnet_lite0"
-    assert get_knobs(roomy["components"]["data"])["INPUT_SIZE"] >= 64
+    # 60 s in all: even one feature extraction (about 55 s for these 4,000 images) does not fit.
+    tight = _design(photos, {**env, "candidate_budget_s": 20, "budget": {"time_budget_s": 60}})
+    assert not get_knobs(tight["components"]["data"]).get("FEATURES")
+    assert get_knobs(tight["components"]["model"])["ARCH"] == "small_cnn"
+    roomy = _design(photos, {**env, "candidate_budget_s": 100, "budget": {"time_budget_s": 600}})
+    assert get_knobs(roomy["components"]["data"])["FEATURES"] == "efficientnet_lite0@224"
+
+
+def test_analyst_explores_features_by_gain_per_second_then_final_phase():
+    env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0", "efficientnet_lite1"]},
+           "budget": {"remaining_s": 250, "final_due": False}, "features": ["efficientnet_lite0@224"]}
+    profile = {"num_classes": 10, "split_sizes": {"train": 750, "val": 188, "test": 265}}
+    knobs = {"data": {"HFLIP": True, "FEATURES": "efficientnet_lite0@224"}, "model": {"HEAD_HIDDEN": 0},
+             "training": {}}
+    report = _report([1.0, 0.6, 0.5], [0.5, 0.3, 0.3], [0.95, 0.98, 0.98])
+    ctx = {"best_report": report, "last_report": report, "tried": [], "best_knobs": knobs, "profile": profile,
+           "environment": env}
+    first = _rules.analyst(ctx)
+    assert first["target"] == "data_engineer" and first["knobs"] == {"FEATURES": "efficientnet_lite1@240"}
+    # Once tried, the cheaper head changes follow.
+    second = _rules.analyst({**ctx, "tried": [change_key(first["target"], first["knobs"])]})
+    assert second["target"] == "model_engineer" and second["knobs"]["HEAD_HIDDEN"] == 512
+    # A from-scratch CNN whose exploration share is spent gets the final phase, warm-started.
+    cnn = {"data": {"HFLIP": True}, "model": {"ARCH": "small_cnn", "WIDTH": 32}, "training": {}}
+    due = {**CPU_ENV, "budget": {"remaining_s": 300, "final_due": True}}
+    final = _rules.analyst({**ctx, "best_knobs": cnn, "environment": due})
+    assert final["fidelity"] == "final" and final["warm_start"] is True and final["knobs"] == {}
+    after = _rules.analyst({**ctx, "best_knobs": cnn, "environment": due,
+                            "tried": [change_key("training_engineer", {}, "final")]})
+    assert after.get("fidelity", "explore") == "explore"

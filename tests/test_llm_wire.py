@@ -24,7 +24,7 @@ from automodel.prompts import prompt_roles, render_prompt, unfilled_placeholders
 from automodel.roles import AnalystAgent, ReplyError
 from automodel.roles._parse import component_code, extract_json, split_components, undefined_names
 from automodel.run import RunOptions, prepare_run
-from automodel.team import build_team
+from automodel.team import build_team, stop_reason_of
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"candidate_budget_s": 15.0, "max_epochs": 1, "time_budget_s": 900.0}
@@ -99,7 +99,7 @@ def test_team_over_http_completes_repairs_retries_falls_back_and_records(tmp_pat
     speakers = [m.source for m in result.messages if isinstance(m, BaseChatMessage)]
     assert speakers == ["user", "architect", "data_engineer", "model_engineer", "training_engineer", "executor",
                         "model_engineer", "executor", "summarizer"], speakers
-    assert "budget" in (result.stop_reason or "")
+    assert stop_reason_of(result.stop_reason).kind == "attempts"
     assert leftover == {} and "exhausted" not in sum(answered.values(), [])
     assert answered["summarizer"] == ["hang", "malformed", "503"]
 
@@ -168,10 +168,10 @@ def small_run(tmp_path):
         store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1, config=config,
                                        **FAST))
         if budget:
-            from automodel.roles import forget_context
+            from automodel.runtime import forget_run
 
-            store.update_run(budget={**store.read_run()["budget"], **budget})
-            forget_context(store.root)
+            store.update_run(settings={**store.read_run()["settings"], **budget})
+            forget_run(store.root)
         return store, load_backend_config(config)
 
     return make

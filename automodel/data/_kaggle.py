@@ -292,7 +292,8 @@ def _test_samples(
             raise DataError(f"Test labels {unknown[:10]} are not among the train classes {classes[:20]}.")
     else:
         test = [Sample(id=s.id, label=None, path=s.path) for s in test]
-    submission = SubmissionFormat(id_col=sub_id, label_col=sub_label, ids=list(dict.fromkeys(ids)))
+    submission = SubmissionFormat(id_col=sub_id, label_col=sub_label, ids=list(dict.fromkeys(ids)),
+                                  sample_path=str(sub_path.resolve()) if sub_path is not None else None)
     return test, submission, labeled
 
 

@@ -50,6 +50,8 @@ class SubmissionFormat(BaseModel):
     ids: list[str]
     """Every id, in the order the submission must list them."""
     label_as: str = "class_name"
+    sample_path: str | None = None
+    """The sample submission the format was read from (``automodel.submission`` copies its exact layout)."""
 
 
 @dataclass

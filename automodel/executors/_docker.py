@@ -13,7 +13,7 @@ Two kinds of image work:
   which needs no registry) and the host's system directories and Python environment
   mounted read-only, as the bubblewrap sandbox does;
 * ``host_mounts=False``: a self-contained image with Python, torch and automodel installed
-  (``docker/Dockerfile`` for GPU hosts; or ``docker/build_local_image.sh --full``).
+  (``docker-image/Dockerfile`` for GPU hosts; or ``docker-image/build_local_image.sh --full``).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class DockerExecutor(Executor):
     """Runs the child in a container; see the module docstring.
 
     Args:
-        image: the image to run (``docker/build_local_image.sh`` or ``docker/Dockerfile`` make one).
+        image: the image to run (``docker-image/build_local_image.sh`` or ``docker-image/Dockerfile`` make one).
         host_mounts: mount the host's system directories and Python environment read-only (for a bare
             image); ``False`` for a self-contained image whose Python has automodel installed.
         gpus: GPUs for requests that need them: ``"all"``, a count, or a list of device ids.
@@ -241,8 +241,8 @@ class DockerExecutor(Executor):
             except docker.errors.ImageNotFound as exc:
                 raise ExecutorError(
                     f"Docker image {self.image!r} is not there. Build it without a registry with "
-                    "docker/build_local_image.sh (or automodel.executors.import_local_image), or on a GPU host "
-                    "with docker build -f docker/Dockerfile ."
+                    "docker-image/build_local_image.sh (or automodel.executors.import_local_image), or on a GPU host "
+                    "with docker build -f docker-image/Dockerfile ."
                 ) from exc
             except docker.errors.APIError as exc:
                 raise ExecutorError(f"Docker refused the container: {exc}") from exc

@@ -8,6 +8,8 @@ every path in ``job.json`` is relative to it::
 
     job.json            this HarnessJob
     components/         data.py model.py training.py (copies)
+    features/KEY/       cached pretrained features of the splits the job may see, when any
+    init.pt             train mode with a warm start: the incumbent's weights
     data/               meta.json, train_x.npy, train_y.npy, val_x.npy   (train mode)
                         meta.json, test_x.npy (or val_x.npy)             (predict mode)
     weights/            local pretrained weight files, when the run has any
@@ -110,7 +112,9 @@ class HarnessJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["train", "predict"] = "train"
+    mode: Literal["train", "predict", "features"] = "train"
+    """``features``: trusted code only (no component is imported) extracts pretrained features into
+    ``out/features/``; the orchestrator moves them into the run's feature cache."""
     split: Literal["val", "test"] = "test"
     """Predict mode: which images ``data/`` holds and the harness predicts."""
     time_budget_s: float = Field(60.0, gt=0)
@@ -121,6 +125,13 @@ class HarnessJob(BaseModel):
     smoke_steps: int = Field(3, ge=1)
     max_epochs: int | None = None
     """Hard cap on epochs regardless of the training component (for fast tests)."""
+    init_checkpoint: str | None = None
+    """Warm start: the incumbent's weights (``init.pt``), loaded where names and shapes match."""
+    features_dir: str | None = None
+    """The feature sets this job may read (``features/``: train, train_flip and val for training, the
+    predicted split for prediction; never labels)."""
+    features_key: str | None = None
+    """Features mode: the set to extract, e.g. ``efficientnet_lite0@224``."""
     hub_available: bool = False
     local_weights: dict[str, str] = Field(default_factory=dict)
     """Pretrained weight files by model name, relative to the job directory (``weights/...``)."""

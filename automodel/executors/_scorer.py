@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 
 _VARIANT_ORDER = {"ema": 0, "raw": 1}
 _REPORTED_NUMBERS = ("train_seconds", "total_seconds", "images_per_s", "est_step_s", "params", "input_size",
-                     "batch_size", "epochs_planned")
+                     "batch_size", "epochs_planned", "warm_start_tensors")
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,8 @@ class ValidationScorer:
         for key in _REPORTED_NUMBERS:
             metrics[key] = _number(report.get(key))
         metrics["images_per_s"] = metrics["images_per_s"] or 0.0
+        features = report.get("features")
+        metrics["features"] = features[:100] if isinstance(features, str) else None
         if self.rejected:
             metrics["rejected_predictions"] = list(self.rejected)
         return metrics

@@ -13,6 +13,7 @@ from typing import Any
 
 from automodel.data import FLIP_THRESHOLD
 from automodel.experts._knobs import get_knobs, reference_source, set_knobs
+from automodel.features import BACKBONES, extraction_cost_s, feature_key
 from automodel.interfaces import validate_component
 
 EXPERT_NAME = "offline expert"
@@ -37,6 +38,34 @@ def flips_change_label(ctx: dict[str, Any]) -> bool:
     """The description or the data (mirrored images land in other classes) says no flips."""
     rate = float(ctx.get("profile", {}).get("hflip_change_rate", 0.0))
     return bool(ORIENTATION_WORDS.search(ctx.get("description", "") or "")) or rate > FLIP_THRESHOLD
+
+
+def feature_images(profile: dict[str, Any]) -> int:
+    """Images a feature extraction passes through: train twice (plain and mirrored), val and test once."""
+    sizes = profile.get("split_sizes") or {}
+    n_train = int(sizes.get("train") or profile.get("num_train") or 1000)
+    return 2 * n_train + int(sizes.get("val") or n_train // 4) + int(sizes.get("test") or 0)
+
+
+def usable_backbones(ctx: dict[str, Any]) -> list[str]:
+    """Feature backbones whose weights can be loaded here, cheapest first."""
+    pretrained = ctx.get("environment", {}).get("pretrained", {})
+    local = set(pretrained.get("local", []))
+    hub = bool(pretrained.get("hub"))
+    return [name for name in BACKBONES if hub or name in local]
+
+
+def first_feature_set(ctx: dict[str, Any]) -> str | None:
+    """The feature set of the first candidate: the cheapest usable backbone at its native size,
+    when its extraction takes at most a quarter of the whole budget."""
+    env = ctx.get("environment", {})
+    total = float(env.get("budget", {}).get("time_budget_s", env.get("candidate_budget_s", 60.0) * 8))
+    n = feature_images(ctx.get("profile", {}))
+    for name in usable_backbones(ctx):
+        key = feature_key(name, BACKBONES[name].native_size)
+        if extraction_cost_s(key, n) <= 0.25 * total:
+            return key
+    return None
 
 
 def _env(ctx: dict[str, Any]) -> tuple[bool, float, dict[str, Any]]:
@@ -74,6 +103,25 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
     has_weights = bool(pretrained.get("hub")) or "efficientnet_lite0" in pretrained.get("local", [])
     photo = stored >= 64 and chans == 3
     size = 224 if cuda else 128
+    key = first_feature_set(ctx) if photo and not cuda else None
+    if key is not None:
+        name, fsize = key.split("@")
+        data.update(FEATURES=key)
+        model.update(HEAD_HIDDEN=0, DROPOUT=0.2)
+        train.update(WEIGHT_DECAY=0.05, LABEL_SMOOTHING=0.1, HEAD_EPOCHS=60)
+        total = float(env.get("budget", {}).get("time_budget_s", budget))
+        rationale.append(
+            f"Real photos, a CPU and ImageNet weights: a frozen {name} at {fsize}px gives strong features in one "
+            f"forward pass (about {extraction_cost_s(key, feature_images(profile)):.0f}s, once, cached for every later "
+            f"candidate); a linear head trains on them in seconds. Fine-tuning the whole network would cost about "
+            f"{n_train * lite0_cost_ms(128) / 1000:.0f}s per epoch at 128px out of {total:.0f}s in all."
+        )
+        components = {}
+        for cname, knobs in (("data", data), ("model", model), ("training", train)):
+            components[cname], _ = set_knobs(reference_source(cname), knobs)
+        decisions = {k: str(v) for part in (data, model, train) for k, v in part.items()}
+        summary = f"linear head on cached {name} features at {fsize}px"
+        return {"summary": summary, "rationale": rationale, "decisions": decisions, "components": components}
     if photo and has_weights and not cuda:
         # The largest input at which fine-tuning still gets 3+ epochs in the candidate budget.
         size = next((s for s in (128, 112, 96, 80, 64) if n_train * 3 * lite0_cost_ms(s) / 1000 <= 0.8 * budget), 0)
@@ -204,6 +252,20 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
     def propose(target: str, knob: dict[str, Any], diagnosis: str, change: str, effect: str) -> None:
         proposals.append((target, diagnosis, knob, change, effect))
 
+    plan = ctx.get("environment", {}).get("budget", {})
+    final_done = change_key("training_engineer", {}, "final") in tried
+    if plan.get("final_due") and not final_done and not d.get("FEATURES") and report:
+        # Exploration has had its share: train the best configuration with the rest of the budget,
+        # continuing from its weights (a head on cached features converges in seconds: no need).
+        return {"target": "training_engineer", "diagnosis": "Exploration has used its share of the budget.",
+                "change": "final phase: train the best configuration with the rest of the budget",
+                "expected_effect": "more epochs of the best recipe; the largest single gain left",
+                "knobs": {}, "fidelity": "final", "warm_start": True}
+    if d.get("FEATURES"):
+        for prop in feature_proposals(ctx, d, m, t, va):
+            if change_key(prop["target"], prop["knobs"], prop.get("fidelity", "explore")) not in tried:
+                return prop
+
     if last.get("status") in ("timeout",) or (last.get("error") and "MemoryLimit" in last.get("error", "")):
         propose("data_engineer", {"INPUT_SIZE": max(int(d.get("INPUT_SIZE") or 32) // 2, 16)},
                 "The last candidate ran out of time or memory.", "halve the input size", "fits the budget again")
@@ -278,6 +340,64 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
             "expected_effect": "a measure of seed noise", "knobs": {"WARMUP_EPOCHS": 1.5}}
 
 
-def change_key(target: str, knobs: dict[str, Any]) -> str:
-    """The identity of a change, for the analyst's record of what was tried."""
-    return target + ":" + ",".join(f"{k}={v!r}" for k, v in sorted(knobs.items()))
+def feature_proposals(
+    ctx: dict[str, Any], d: dict[str, Any], m: dict[str, Any], t: dict[str, Any], va: list[float]
+) -> list[dict[str, Any]]:
+    """Changes to a head on cached features, by expected gain per second of the run clock.
+
+    A stronger backbone costs one extraction (estimated from the measured cost per image)
+    and typically buys the most; head and optimiser changes cost seconds. Fine-tuning the
+    backbone end to end is a final-phase candidate, proposed only when five epochs of it
+    fit in what is left.
+    """
+    env = ctx.get("environment", {})
+    plan = env.get("budget", {})
+    remaining = float(plan.get("remaining_s", 0.0))
+    profile = ctx.get("profile", {})
+    n = feature_images(profile)
+    have = set(env.get("features", []))
+    current = str(d.get("FEATURES"))
+    cur_name = current.split("@")[0]
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, knobs: dict[str, Any], diagnosis: str, change: str, effect: str, **extra: Any) -> None:
+        out.append({"target": target, "knobs": knobs, "diagnosis": diagnosis, "change": change,
+                    "expected_effect": effect, **extra})
+
+    n_train = int((profile.get("split_sizes") or {}).get("train") or profile.get("num_train") or 1000)
+    if plan.get("final_due") and cur_name == "efficientnet_lite0":
+        for size in (224, 192, 160):
+            epoch_s = n_train * lite0_cost_ms(size) / 1000
+            if 5 * epoch_s <= remaining - 30:
+                add("data_engineer", {"FEATURES": "", "INPUT_SIZE": size, "AUGMENT": "rrc"},
+                    f"The features are fixed; the {remaining:.0f}s left buys {(remaining - 30) / epoch_s:.0f} epochs "
+                    f"of fine-tuning the whole network at {size}px.",
+                    f"final phase: fine-tune {cur_name} end to end at {size}px, starting from the trained head",
+                    "+1-3 points when enough epochs fit", fidelity="final", warm_start=True)
+                break
+    names = usable_backbones(ctx)
+    for name in names[names.index(cur_name) + 1:] if cur_name in names else names:
+        key = feature_key(name, BACKBONES[name].native_size)
+        cost = 0.0 if key in have else extraction_cost_s(key, n)
+        if cost <= 0.45 * remaining:
+            add("data_engineer", {"FEATURES": key},
+                f"The head on {current} features is limited by the features, not by training "
+                f"(val {max(va) if va else 0:.3f} within seconds).",
+                f"use the stronger pretrained backbone {key} (about {cost:.0f}s to extract, once)",
+                "+0.5-2 points from better features")
+    lr = float(t.get("LR") or 3e-3)
+    add("model_engineer", {"HEAD_HIDDEN": 512, "DROPOUT": 0.3}, "A linear head may underfit the classes' boundaries.",
+        "a head with one hidden layer of 512", "a few tenths of a point; costs seconds")
+    add("training_engineer", {"LR": lr * 0.3}, "The head's validation curve is noisy at the end.",
+        f"lower the learning rate to {lr * 0.3:g}", "a steadier optimum; costs seconds")
+    add("training_engineer", {"WEIGHT_DECAY": 0.3}, "Few images per class for 1280 features: regularise the head.",
+        "raise weight decay to 0.3", "less over-fitting of the head")
+    add("training_engineer", {"LABEL_SMOOTHING": 0.0 if float(t.get("LABEL_SMOOTHING", 0.1)) else 0.1},
+        "Plateau.", "toggle label smoothing", "better calibrated targets")
+    return out
+
+
+def change_key(target: str, knobs: dict[str, Any], fidelity: str = "explore") -> str:
+    """The identity of a change, for the analyst's record of what was tried (its fidelity included)."""
+    key = target + ":" + ",".join(f"{k}={v!r}" for k, v in sorted(knobs.items()))
+    return key + ("|final" if fidelity == "final" else "")

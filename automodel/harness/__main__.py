@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from automodel.executors import ERROR_FILE, GUARD_ENV, INFEASIBLE_ERROR_TYPE, OUT_DIR, RESULT_FILE
+from automodel.executors import DATA_DIR, ERROR_FILE, GUARD_ENV, INFEASIBLE_ERROR_TYPE, OUT_DIR, RESULT_FILE
 from automodel.harness._job import (
     ERROR_EXIT_CODE,
     HarnessJob,
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(job.threads or available_cpus())
     if not job.hub_available:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if job.mode == "features":
+        return _extract(job, job_dir)
     try:
         data = JobData.load(job_dir)
         install_guard([Path(p) for p in os.environ.get(GUARD_ENV, "").split(os.pathsep) if p])
@@ -85,6 +87,31 @@ def main(argv: list[str] | None = None) -> int:
         return ERROR_EXIT_CODE
     write_json_atomic(job_dir / RESULT_FILE, result)
     emit("done", **{k: v for k, v in result.items() if k in ("epochs_run", "num_predictions")})
+    return 0
+
+
+def _extract(job: HarnessJob, job_dir: Path) -> int:
+    """Features mode: trusted code only (no component is imported), writes ``out/features/KEY/``."""
+    from automodel.features import extract_features
+
+    if not job.features_key:
+        raise SystemExit("features mode needs features_key in job.json")
+    last = [0.0]
+
+    def progress(split: str, done: int, total: int) -> None:
+        import time
+
+        now = time.perf_counter()
+        if now - last[0] >= job.progress_every_s or done == total:
+            emit("progress", phase=f"features {split}", step=done, steps=total)
+            last[0] = now
+
+    weights = {name: os.path.abspath(path) for name, path in job.local_weights.items()}
+    meta = extract_features(job_dir / DATA_DIR, job_dir / OUT_DIR / "features", job.features_key, local_weights=weights,
+                            hub=job.hub_available, device=job.device if job.device != "auto" else "cpu",
+                            on_progress=progress)
+    write_json_atomic(job_dir / RESULT_FILE, meta)
+    emit("done", features=job.features_key, seconds=meta["seconds"])
     return 0
 
 

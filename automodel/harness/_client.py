@@ -11,7 +11,9 @@ candidate writes, and nothing the candidate reports about itself becomes a score
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -43,8 +45,10 @@ from automodel.executors import (
 )
 from automodel.interfaces import COMPONENT_FILES, PretrainedInfo
 
-__all__ = ["CandidateRunner", "PredictionError", "copy_components"]
+__all__ = ["CandidateRunner", "PredictionError", "copy_components", "declared_features"]
 
+FEATURES_SUBDIR = "features"
+"""Feature sets in a job directory (``features/KEY/``); ``out/features/`` in a features job."""
 JOB_SUBDIR = "job"
 """The candidate's job directory inside the trusted ``workdir`` of a train or predict call."""
 _TRUSTED_KEYS = frozenset({"val_accuracy", "val_loss", "best_val_accuracy", "per_class_val_accuracy", "weights"})
@@ -90,6 +94,8 @@ class CandidateRunner:
         memory_limit_mb: kill a candidate whose processes use more than this.
         grace_s: seconds beyond the training budget before the executor kills it
             (model building, smoke test and the last evaluation take time too).
+        features_dir: the run's cache of pretrained features (written by features jobs; a train job
+            sees the train and validation features of each set, a predict job those of its split).
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class CandidateRunner:
         description: str = "",
         max_epochs: int | None = None,
         threads: int = 0,
+        features_dir: Path | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.executor = resolve_executor(executor)
@@ -116,6 +123,7 @@ class CandidateRunner:
         self.description = description
         self.max_epochs = max_epochs
         self.threads = threads
+        self.features_dir = Path(features_dir) if features_dir is not None else None
         self._data: PreparedData | None = None
 
     @property
@@ -139,7 +147,7 @@ class CandidateRunner:
 
     def _prepare(
         self, components_dir: Path, workdir: Path, job: HarnessJob, data_files: list[str],
-        checkpoint: Path | None = None,
+        checkpoint: Path | None = None, feature_splits: tuple[str, ...] = (), init_checkpoint: Path | None = None,
     ) -> tuple[Path, list[Path]]:
         job_dir = workdir / JOB_SUBDIR
         if job_dir.exists():
@@ -164,9 +172,31 @@ class CandidateRunner:
             weights[model_name] = rel
         if checkpoint is not None:
             self._link(checkpoint, job_dir / "checkpoint.pt", readonly)
+        update: dict[str, Any] = {"local_weights": weights}
+        if init_checkpoint is not None:
+            self._link(init_checkpoint, job_dir / "init.pt", readonly)
+            update["init_checkpoint"] = "init.pt"
+        if feature_splits and self._link_features(job_dir / FEATURES_SUBDIR, feature_splits, readonly):
+            update["features_dir"] = FEATURES_SUBDIR
         (job_dir / OUT_DIR).mkdir()
-        job.model_copy(update={"local_weights": weights}).write(job_dir / JOB_FILE)
+        job.model_copy(update=update).write(job_dir / JOB_FILE)
         return job_dir, readonly
+
+    def _link_features(self, dst: Path, splits: tuple[str, ...], readonly: list[Path]) -> bool:
+        """Link the given splits of every extracted feature set (no labels are in the cache)."""
+        if self.features_dir is None or not self.features_dir.is_dir():
+            return False
+        linked = False
+        for set_dir in sorted(p for p in self.features_dir.iterdir() if p.is_dir()):
+            if not (set_dir / "meta.json").is_file():
+                continue  # an extraction that did not finish
+            (dst / set_dir.name).mkdir(parents=True)
+            shutil.copyfile(set_dir / "meta.json", dst / set_dir.name / "meta.json")
+            for split in splits:
+                if (set_dir / f"{split}.npy").is_file():
+                    self._link(set_dir / f"{split}.npy", dst / set_dir.name / f"{split}.npy", readonly)
+                    linked = True
+        return linked
 
     def _job(self, time_budget_s: float, **kw: Any) -> HarnessJob:
         return HarnessJob(
@@ -198,9 +228,10 @@ class CandidateRunner:
     @staticmethod
     def _clean(job_dir: Path) -> None:
         """Drop the inputs and the unused checkpoints of a finished job (its log and report stay)."""
-        for sub in (DATA_DIR, WEIGHTS_DIR):
+        for sub in (DATA_DIR, WEIGHTS_DIR, FEATURES_SUBDIR):
             shutil.rmtree(job_dir / sub, ignore_errors=True)
-        (job_dir / "checkpoint.pt").unlink(missing_ok=True)
+        for name in ("checkpoint.pt", "init.pt"):
+            (job_dir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             for path in (job_dir / OUT_DIR).iterdir():  # scored already: the numbers are in metrics.json
                 if path.suffix in (".pt", ".npy") or path.is_symlink():
@@ -215,12 +246,14 @@ class CandidateRunner:
         *,
         time_budget_s: float,
         seed: int = 0,
+        init_checkpoint: Path | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> ExecutionResult:
         """Train one candidate and score it here.
 
         ``workdir`` receives the log, the trusted ``metrics.json`` and the best ``checkpoint.pt``;
         the candidate itself only sees ``workdir/job``. ``result.result`` is the trusted metrics.
+        ``init_checkpoint``: warm start from these weights (loaded where names and shapes match).
         """
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +261,9 @@ class CandidateRunner:
             (workdir / stale).unlink(missing_ok=True)
         job = self._job(time_budget_s, seed=seed)
         job_dir, readonly = self._prepare(
-            Path(components_dir), workdir, job, ["train_x.npy", "train_y.npy", "val_x.npy"]
+            Path(components_dir), workdir, job, ["train_x.npy", "train_y.npy", "val_x.npy"],
+            feature_splits=("train", "train_flip", "val"),
+            init_checkpoint=Path(init_checkpoint) if init_checkpoint is not None else None,
         )
         labels = np.load(self.data_dir / "val_y.npy", allow_pickle=False)
         scorer = ValidationScorer(job_dir / OUT_DIR, labels, int(self.data.meta.num_classes))
@@ -299,7 +334,7 @@ class CandidateRunner:
         (workdir / "predictions.json").unlink(missing_ok=True)
         job = self._job(1.0, mode="predict", split=split)
         job_dir, readonly = self._prepare(
-            Path(components_dir), workdir, job, [f"{split}_x.npy"], checkpoint=Path(checkpoint)
+            Path(components_dir), workdir, job, [f"{split}_x.npy"], checkpoint=Path(checkpoint), feature_splits=(split,)
         )
         request = self._request(workdir, job_dir, readonly, timeout_s)
         try:
@@ -341,3 +376,82 @@ class CandidateRunner:
         if not result.ok:
             raise PredictionError(result)
         return np.load(workdir / f"{split}_log_probs.npy", allow_pickle=False)
+
+    # -- features --------------------------------------------------------------------------------
+
+    def extract_features(
+        self,
+        key: str,
+        workdir: Path,
+        *,
+        timeout_s: float = 1800.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ExecutionResult:
+        """Extract the pretrained feature set ``key`` into the run's feature cache.
+
+        Trusted code only (no component is imported), still run as an executor job: it sees the
+        images, the weights and its own output folder, and the set is moved into the cache here.
+        """
+        if self.features_dir is None:
+            raise ValueError("this runner has no features_dir; pass features_dir= to CandidateRunner")
+        self.features_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        images = [f"{s}_x.npy" for s in ("train", "val", "test") if (self.data_dir / f"{s}_x.npy").is_file()]
+        # PreparedData.arrays reads labels beside the images: this trusted job may have the train and
+        # validation labels (the cache it writes holds features only).
+        labels = [f"{s}_y.npy" for s in ("train", "val") if (self.data_dir / f"{s}_y.npy").is_file()]
+        job = self._job(1.0, mode="features", features_key=key)
+        job_dir, readonly = self._prepare(workdir, workdir, job, images + labels)
+        request = self._request(workdir, job_dir, readonly, timeout_s)
+        try:
+            result = self.executor.run(request, on_event=on_event)
+            produced = job_dir / OUT_DIR / FEATURES_SUBDIR
+            if result.ok and produced.is_dir():
+                for set_dir in produced.iterdir():
+                    if set_dir.is_dir() and not set_dir.is_symlink():
+                        target = self.features_dir / set_dir.name
+                        shutil.rmtree(target, ignore_errors=True)
+                        shutil.move(str(set_dir), str(target))
+        finally:
+            self._clean(job_dir)
+        return result
+
+    def ensure_features(
+        self,
+        components_dir: Path,
+        workdir: Path,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> tuple[str | None, ExecutionResult | None]:
+        """Extract the feature set that ``components_dir/data.py`` names (``FEATURES = "..."``), once.
+
+        Returns the key (None when the data component uses images) and the extraction
+        result (None when the set was already cached).
+        """
+        from automodel.features import features_ready, parse_feature_key
+
+        key = declared_features(Path(components_dir) / "data.py")
+        if not key or self.features_dir is None:
+            return key, None
+        parse_feature_key(key)
+        fingerprint = json.loads((self.data_dir / "meta.json").read_text(encoding="utf-8")).get("fingerprint", "")
+        if features_ready(self.features_dir, key, fingerprint):
+            return key, None
+        if on_event is not None:
+            on_event({"event": "features", "key": key, "message": f"extracting pretrained features {key} (once per run)"})
+        return key, self.extract_features(key, Path(workdir) / f"features-{key.replace('@', '-')}", on_event=on_event)
+
+
+def declared_features(data_py: Path) -> str | None:
+    """The module-level ``FEATURES = "..."`` string of a data component, if any (read, never run)."""
+    try:
+        tree = ast.parse(Path(data_py).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "FEATURES" and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            return node.value.value.strip() or None
+    return None

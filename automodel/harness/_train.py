@@ -52,6 +52,8 @@ class Split:
     x: Any
     y: torch.Tensor | None
     in_memory: bool
+    x_alt: torch.Tensor | None = None
+    """Features only: a second view of each row (the mirrored image), drawn at random in training."""
 
     @classmethod
     def from_arrays(cls, x: np.ndarray, y: np.ndarray | None) -> Split:
@@ -60,10 +62,19 @@ class Split:
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64)) if y is not None else None
         return cls(xt, yt, in_memory)
 
+    @classmethod
+    def from_features(cls, x: np.ndarray, y: np.ndarray | None, alt: np.ndarray | None = None) -> Split:
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64)) if y is not None else None
+        return cls(torch.from_numpy(x), yt, True, torch.from_numpy(alt) if alt is not None else None)
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def batch(self, idx: torch.Tensor, device: str) -> torch.Tensor:
+    def batch(self, idx: torch.Tensor, device: str, *, augment: bool = False) -> torch.Tensor:
+        if self.x_alt is not None and augment:
+            pick = torch.rand(len(idx)) < 0.5
+            xb = torch.where(pick[:, None], self.x_alt[idx], self.x[idx])
+            return xb.to(device, non_blocking=True)
         if self.in_memory:
             xb = self.x[idx]
         else:
@@ -82,9 +93,11 @@ def evaluate(
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         for start in range(0, len(split), bs):
             idx = torch.arange(start, min(start + bs, len(split)))
-            x = recipe.eval_transform(split.batch(idx, device))
+            x = split.batch(idx, device)
+            if not recipe.features:
+                x = recipe.eval_transform(x)
             p = model(x).float().softmax(1)
-            if recipe.tta_hflip:
+            if recipe.tta_hflip and not recipe.features:
                 p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
             probs.append(p.cpu())
     out = torch.cat(probs) if probs else torch.zeros(0, num_classes)
@@ -128,6 +141,14 @@ class Candidate:
             if recipe.batch_size < 1 or recipe.input_size < 1:
                 raise ValueError(f"batch_size and input_size must be positive: {recipe}")
         self.recipe = recipe
+        feature_dim = 0
+        if recipe.features:
+            with owned_by("data", files):
+                if job.mode == "train":
+                    self.train = self.feature_split("train", data.arrays("train")[1])
+                    feature_dim = int(self.train.x.shape[1])
+                else:  # a predict job has the features of its split only
+                    feature_dim = int(self.feature_split(job.split, None).x.shape[1])
         mspec = ModelSpec(
             num_classes=self.num_classes,
             in_chans=recipe.out_chans,
@@ -140,17 +161,53 @@ class Candidate:
             ),
             num_train=len(self.train),
             time_budget_s=job.time_budget_s,
+            feature_dim=feature_dim,
         )
         with owned_by("model", files):
             model = modules["model"].build_model(mspec)
             if not isinstance(model, torch.nn.Module):
                 raise TypeError(f"build_model must return a torch.nn.Module, got {type(model).__name__}")
         self.model = model.to(self.device)
+        if job.init_checkpoint is not None:
+            self.warm_start(Path(job.init_checkpoint))
+
+    def feature_split(self, split: str, y: np.ndarray | None) -> Split:
+        """The cached features of ``split`` (train: with its mirrored view) as a Split."""
+        from automodel.features import load_feature_split, parse_feature_key
+
+        key = str(self.recipe.features)
+        parse_feature_key(key)
+        if self.job.features_dir is None:
+            raise FileNotFoundError(f"the data recipe asks for features {key!r} but this job has no feature cache")
+        root = Path(self.job.features_dir)
+        x = load_feature_split(root, key, split)
+        alt = load_feature_split(root, key, "train_flip") if split == "train" and self.recipe.feature_flip else None
+        return Split.from_features(x, y, alt)
+
+    def split(self, data: Any, name: str) -> Split:
+        """The validation or test split, as images or as cached features."""
+        x, y = data.arrays(name)
+        if self.recipe.features:
+            with owned_by("data", self.files):
+                return self.feature_split(name, y)
+        return Split.from_arrays(x, y)
+
+    def warm_start(self, path: Path) -> None:
+        """Load the incumbent's weights wherever names and shapes match (a warm start)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+        own = self.model.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        self.model.load_state_dict(matched, strict=False)
+        self.warm_loaded = len(matched)
+        emit("warm_start", tensors=len(matched), of=len(own), checkpoint=str(path))
 
     def transform_train(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xb = self.train.batch(idx, self.device)
+        xb = self.train.batch(idx, self.device, augment=True)
         assert self.train.y is not None
         yb = torch.nn.functional.one_hot(self.train.y[idx], self.num_classes).float().to(self.device)
+        if self.recipe.features:
+            return xb, yb
         with owned_by("data", self.files):
             x = self.recipe.train_transform(xb)
             if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
@@ -258,7 +315,7 @@ def train(
     t_start = time.perf_counter()
     torch.manual_seed(job.seed)
     cand = Candidate(job, modules, files, data)
-    val = Split.from_arrays(data.arrays("val")[0], None)  # the job holds no validation labels
+    val = cand.split(data, "val")
     est = cand.smoke(job.smoke_steps)
     recipe = cand.build_training(est)
     model, opt = cand.model, recipe.optimizer
@@ -361,6 +418,8 @@ def train(
         "input_size": cand.recipe.input_size,
         "batch_size": bs,
         "device": cand.device,
+        "features": cand.recipe.features,
+        "warm_start_tensors": getattr(cand, "warm_loaded", 0),
     }
 
 
@@ -376,7 +435,7 @@ def predict(
     state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
     with owned_by("model", files):
         cand.model.load_state_dict(state)
-    images = Split.from_arrays(data.arrays(job.split)[0], None)
+    images = cand.split(data, job.split)
     probs, _ = evaluate(cand.model, images, cand.recipe, cand.device, cand.num_classes, False)
     _save_predictions(probs, job_dir / OUT_DIR / predictions_name(job.split))
     return {"num_predictions": len(images), "split": job.split}

@@ -91,6 +91,14 @@ class DataRecipe:
     """Sample training batches with probability inversely proportional to class size."""
     tta_hflip: bool = False
     """Average predictions over the image and its horizontal flip at evaluation."""
+    features: str | None = None
+    """Train on cached pretrained features instead of images: a feature set such as
+    ``"efficientnet_lite0@224"`` (backbone @ input size; see ``automodel.features``). The
+    model then receives ``(B, feature_dim)`` vectors; the transforms and ``batch_mix`` are
+    not applied (the mirrored training images are a second cached view, used at random).
+    Name the set at module level too (``FEATURES = "..."``) so the executor extracts it once."""
+    feature_flip: bool = True
+    """With features: train on the mirrored view half of the time (False when orientation matters)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,9 @@ class ModelSpec:
     num_train: int = 0
     time_budget_s: float = 0.0
     """Training seconds per candidate: weigh compute per image x images x epochs against it."""
+    feature_dim: int = 0
+    """When the data recipe asks for cached features: their length (the model is a head on
+    ``(B, feature_dim)`` vectors); 0 when the model receives images."""
 
 
 @dataclass(frozen=True)

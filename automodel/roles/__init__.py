@@ -4,10 +4,10 @@ Every role is a ``BaseChatAgent`` and a ``Component`` (``RoleConfig``): it holds
 of the run directory and its model backend, so a whole team dumps to JSON and loads back.
 """
 
+from automodel.messages import ROLE_NAMES
 from automodel.roles._analyst import AnalystAgent
 from automodel.roles._architect import ArchitectAgent
 from automodel.roles._base import ReplyError, RoleAgent, RoleConfig
-from automodel.roles._context import RunContext, forget_context, open_context
 from automodel.roles._data_engineer import DataEngineerAgent
 from automodel.roles._engineer import EngineerAgent
 from automodel.roles._executor import ExecutorAgent
@@ -25,6 +25,7 @@ ROLE_CLASSES: dict[str, type[RoleAgent]] = {
     "analyst": AnalystAgent,
 }
 """Role name (also the agent's name in the group chat) -> its class."""
+assert tuple(ROLE_CLASSES) == ROLE_NAMES, "automodel.messages.ROLE_NAMES and ROLE_CLASSES disagree"
 
 __all__ = [
     "ROLE_CLASSES",
@@ -37,9 +38,6 @@ __all__ = [
     "ReplyError",
     "RoleAgent",
     "RoleConfig",
-    "RunContext",
     "SummarizerAgent",
     "TrainingEngineerAgent",
-    "forget_context",
-    "open_context",
 ]

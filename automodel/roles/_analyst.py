@@ -77,7 +77,8 @@ class AnalystAgent(RoleAgent):
         store = ctx.store
         last = last_of(messages, RunReport)
         skipped = last_of(messages, ComponentCode)
-        tried = {change_key(a.target, a.knobs) for a in store.history() if a.knobs} | set(self._sent)
+        tried = {change_key(a.target, a.knobs, a.fidelity) for a in store.history()
+                 if a.knobs or a.fidelity == "final"} | set(self._sent)
         context = {
             "history": self._history(),
             "attempts": len(store.history()),
@@ -97,5 +98,5 @@ class AnalystAgent(RoleAgent):
             feedback = AnalystFeedback(target="training_engineer", diagnosis="no usable analysis from the backend",
                                        change="lower the learning rate by a third", expected_effect="steadier training",
                                        knobs={"LR": 0.002})
-        self._sent.append(change_key(feedback.target, dict(feedback.knobs)))
+        self._sent.append(change_key(feedback.target, dict(feedback.knobs), feedback.fidelity))
         return feedback

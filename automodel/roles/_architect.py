@@ -36,7 +36,7 @@ class ArchitectAgent(RoleAgent):
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> TechnicalDesign:
         ctx = self.ctx
         store = ctx.store
-        if not ctx.run.get("zero_shot", True):
+        if not ctx.settings.zero_shot:
             self.note("zero-shot initialization is off: the first candidate is the reference recipe")
             design = _reference_design("zero-shot initialization switched off")
         else:
@@ -59,7 +59,5 @@ class ArchitectAgent(RoleAgent):
             else:
                 design = design_or_none
                 design.author = author
-        for component, code in design.components.items():
-            store.write_component(component, code)
         store.update_run(design=design.model_dump(exclude={"components"}))
         return design

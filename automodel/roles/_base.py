@@ -28,9 +28,11 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel
 
+from automodel._logs import redact
+from automodel.config import ConfigError
 from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
 from automodel.prompts import render_prompt
-from automodel.roles._context import RunContext, open_context
+from automodel.runtime import Run, open_run
 
 __all__ = ["ReplyError", "RoleAgent", "RoleConfig", "fault_kind", "retry_after_s"]
 
@@ -179,8 +181,8 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         return tuple(generic[t] for t in self.output_types)
 
     @property
-    def ctx(self) -> RunContext:
-        return open_context(self.run_dir)
+    def ctx(self) -> Run:
+        return open_run(self.run_dir)
 
     async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
         response: Response | None = None
@@ -259,7 +261,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
                     kind, error = "timeout", f"no reply within {self.request_timeout_s:g}s ({type(exc).__name__})"
                     delay = self._backoff(attempt)
                 except Exception as exc:  # rate limits, server errors, connection failures, undecodable bodies
-                    kind, error = fault_kind(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
+                    kind, error = fault_kind(exc), redact(f"{type(exc).__name__}: {exc}")[:300]  # providers echo keys
                     wait = retry_after_s(exc)
                     delay = min(wait, self.max_backoff_s) if wait is not None else self._backoff(attempt)
                 else:
@@ -343,15 +345,10 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         """The run's backend config (``run.json`` names the file), or None."""
         if self._backends is None:
             self._backends = False
-            config_file = self.ctx.run.get("config_file")
-            if config_file:
-                # Imported here: automodel.config imports the roles.
-                from automodel.config import ConfigError, load_backend_config
-
-                try:
-                    self._backends = load_backend_config(config_file)
-                except (ConfigError, OSError) as exc:
-                    log.warning("backend_config_unavailable", role=self.name, error=str(exc))
+            try:
+                self._backends = self.ctx.backends()
+            except (ConfigError, OSError) as exc:
+                log.warning("backend_config_unavailable", role=self.name, error=str(exc))
         return self._backends or None
 
     def prices(self) -> tuple[float, float]:
@@ -362,7 +359,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         return backends.prices(self.role) if backends is not None else (0.0, 0.0)
 
     def _cost_cap_reached(self) -> bool:
-        cap = self.ctx.budget.get("max_cost_usd")
+        cap = self.ctx.settings.max_cost_usd
         if cap is None:
             return False
         spent = sum(float(e.get("cost_usd", 0.0)) for e in self.ctx.store.usage().values() if isinstance(e, dict))

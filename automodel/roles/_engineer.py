@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
 from automodel.experts import get_knobs
-from automodel.interfaces import validate_component
+from automodel.interfaces import COMPONENT_FILES, REFERENCE_DIR, validate_component
 from automodel.messages import AnalystFeedback, ComponentCode, ComponentName, ExecutionError, TechnicalDesign
 from automodel.roles._base import RoleAgent, last_of
 from automodel.roles._parse import component_code
@@ -37,24 +38,34 @@ class EngineerAgent(RoleAgent):
     component: ClassVar[ComponentName] = "data"
     output_types = (ComponentCode,)
 
+    def _file_of(self, folder: Path) -> str:
+        path = folder / COMPONENT_FILES[self.component]
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> ComponentCode:
         trigger = last_of(messages, TechnicalDesign, AnalystFeedback, ExecutionError)
         store = self.ctx.store
         phase: Literal["init", "revision", "repair"]
+        # The code to work on comes from the channel: the design, the attempt that failed, or the incumbent.
         if isinstance(trigger, ExecutionError):
             phase = "repair"
-            current = store.read_component(self.component)
+            current = self._file_of(store.iteration_dir(trigger.iteration))
             extra: dict[str, Any] = {"error": trigger.model_dump()}
         elif isinstance(trigger, AnalystFeedback):
             phase = "revision"
-            store.reset_draft()
-            current = store.read_component(self.component)
+            current = self._file_of(store.best_dir if (store.best_dir / "model.py").is_file() else REFERENCE_DIR)
             extra = {"feedback": trigger.model_dump()}
         else:
             phase = "init"
-            current = store.read_component(self.component)
+            current = (trigger.components.get(self.component, "") if isinstance(trigger, TechnicalDesign) else "") \
+                or self._file_of(REFERENCE_DIR)
             extra = {}
         iteration = store.next_iteration()
+        if isinstance(trigger, AnalystFeedback) and trigger.fidelity == "final" and not trigger.knobs:
+            # The final phase trains the incumbent as it is: nothing to write, nothing to ask.
+            return ComponentCode(component=self.component, code=current, phase="revision", iteration=iteration,
+                                 change="final phase: the incumbent's file unchanged, trained with the rest of the budget",
+                                 author="incumbent")
         context = {
             "component": self.component,
             "phase": phase,
@@ -75,7 +86,6 @@ class EngineerAgent(RoleAgent):
             return ComponentCode(component=self.component, code=current, change=reason, phase="skip",
                                  iteration=iteration, author=author, knobs=knobs)
         code, change, _ = result
-        store.write_component(self.component, code)
         if phase == "revision" and not knobs:
             before, after = get_knobs(current), get_knobs(code)
             knobs = {k: v for k, v in after.items() if before.get(k) != v}

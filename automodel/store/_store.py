@@ -54,6 +54,18 @@ class Attempt(BaseModel):
     knobs: dict[str, Any] = Field(default_factory=dict)
     """The settings the change applied (for the Analyst's record of what was tried)."""
     time: float = Field(default_factory=time.time)
+    fidelity: str = "explore"
+    """``explore`` (a short look) or ``final`` (the best configuration trained long)."""
+    budget_s: float | None = None
+    """Training seconds the candidate was given."""
+    train_s: float | None = None
+    """Training seconds it used (from its metrics)."""
+    wall_s: float | None = None
+    """Seconds of the run clock the whole attempt took (agents, extraction, harness)."""
+    warm_start: bool = False
+    features: str | None = None
+    authors: dict[str, str] = Field(default_factory=dict)
+    """Component -> who wrote its code in this attempt (backend and model, offline expert, reference)."""
 
 
 def _fsync_append(path: Path, line: str) -> None:

@@ -16,6 +16,7 @@ BALANCED_SAMPLING = False
 TTA_HFLIP = False
 INPUT_SIZE = 0  # 0 = chosen from the stored size and device
 BATCH_SIZE = 0  # 0 = chosen from the device
+FEATURES = ""  # e.g. "efficientnet_lite0@224": train a head on cached pretrained features ("" = images)
 
 
 def choose_input_size(spec: DataSpec) -> int:
@@ -62,4 +63,6 @@ def build_data(spec: DataSpec) -> DataRecipe:
         batch_mix=mix,
         balanced_sampling=BALANCED_SAMPLING,
         tta_hflip=TTA_HFLIP,
+        features=FEATURES or None,
+        feature_flip=HFLIP,
     )

@@ -15,6 +15,7 @@ WIDTH = 0  # base width of small_cnn; 0 = 32 on CPU, 64 on GPU
 DROPOUT = 0.1
 DROP_PATH = 0.0
 PRETRAINED = True  # use pretrained weights when the environment has them
+HEAD_HIDDEN = 0  # on cached features: 0 = a linear head, else one hidden layer of this width
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -41,6 +42,20 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class FeatureHead(nn.Module):
+    """A head on cached pretrained features; ``classifier`` matches timm's name, so a
+    fine-tune of the same backbone can warm-start from it."""
+
+    def __init__(self, dim: int, num_classes: int, hidden: int, dropout: float):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(dim, hidden), nn.GELU()) if hidden else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden or dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.hidden(x)))
+
+
 def choose_arch(spec: ModelSpec) -> str:
     if ARCH != "auto":
         return ARCH
@@ -55,6 +70,10 @@ def choose_arch(spec: ModelSpec) -> str:
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
+    if spec.feature_dim:
+        head = FeatureHead(spec.feature_dim, spec.num_classes, HEAD_HIDDEN, DROPOUT)
+        vars(head)["am_head"] = True
+        return head
     arch = choose_arch(spec)
     if arch == "small_cnn":
         width = WIDTH or (64 if spec.device.startswith("cuda") else 32)

@@ -12,6 +12,7 @@ WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.1
 EPOCHS = 0  # 0 = as many as the time budget allows (at most MAX_EPOCHS)
 MAX_EPOCHS = 30
+HEAD_EPOCHS = 60  # epochs of a head on cached features (each takes well under a second)
 WARMUP_EPOCHS = 1.0
 SCHEDULE = "cosine"  # "cosine" | "onecycle" | "constant"
 EMA_DECAY = 0.0  # e.g. 0.999; 0 disables
@@ -20,8 +21,9 @@ CLASS_WEIGHTED_LOSS = False
 LAYER_DECAY = 0.0  # e.g. 0.7 for pretrained fine-tuning; 0 disables
 
 
-def budget_epochs(spec: TrainSpec) -> int:
-    cap = min(MAX_EPOCHS, spec.max_epochs or MAX_EPOCHS)
+def budget_epochs(spec: TrainSpec, head: bool = False) -> int:
+    cap = HEAD_EPOCHS if head else MAX_EPOCHS
+    cap = min(cap, spec.max_epochs or cap)
     if EPOCHS:
         return min(EPOCHS, cap)
     if spec.est_step_s <= 0:
@@ -37,7 +39,7 @@ def build_training(spec: TrainSpec, model: torch.nn.Module) -> TrainRecipe:
     lr = LR or (1e-3 if pretrained else 3e-3)
     groups = ops.param_groups(model, lr=lr, weight_decay=WEIGHT_DECAY, layer_decay=LAYER_DECAY or None)
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
-    epochs = budget_epochs(spec)
+    epochs = budget_epochs(spec, head=bool(getattr(model, "am_head", False)))
     total = epochs * spec.steps_per_epoch
     if SCHEDULE == "onecycle":
         schedule = ops.one_cycle(total)

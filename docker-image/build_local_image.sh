@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build a Docker image for the docker executor with no registry: `docker import` of a root filesystem.
 #
-#   docker/build_local_image.sh          a bare root filesystem (mount points, /bin -> usr/bin links):
+#   docker-image/build_local_image.sh          a bare root filesystem (mount points, /bin -> usr/bin links):
 #                                        the executor's default, DockerExecutor(host_mounts=True), mounts
 #                                        this machine's system directories and Python environment read-only
-#   docker/build_local_image.sh --full   a self-contained root filesystem from this machine's /usr, /etc,
+#   docker-image/build_local_image.sh --full   a self-contained root filesystem from this machine's /usr, /etc,
 #                                        Python environment and automodel package (several GB):
 #                                        use DockerExecutor(host_mounts=False)
 #

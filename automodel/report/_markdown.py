@@ -1,15 +1,12 @@
-"""The run report: ``report.md`` in the run directory, from the run directory alone."""
+"""``report.md``: the run in Markdown, from the run directory alone."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from automodel.budget import describe_settings
 from automodel.experts import get_knobs
-from automodel.interfaces import COMPONENT_FILES
-from automodel.store import RunStore
+from automodel.report._collect import RunView
 
-__all__ = ["write_report"]
+__all__ = ["render_markdown"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -26,24 +23,22 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4f}" if isinstance(x, float) else "-"
 
 
-def write_report(store: RunStore) -> Path:
-    """Write ``report.md``: data, backends, every attempt, the best candidate, the final score."""
-    run = store.read_run()
-    history = store.history()
-    final = json.loads((store.root / "final.json").read_text()) if (store.root / "final.json").is_file() else {}
-    usage = store.usage()
+def render_markdown(view: RunView) -> str:
+    """Data, backends, every attempt, the best candidate, the final score."""
+    run, history, final, usage = view.run, view.history, view.final, view.usage
     lines = [f"# AutoModel run: {run.get('data', '')}", ""]
     if run.get("description"):
         lines += [f"> {run['description']}", ""]
     prof = run.get("profile", {})
     env = run.get("environment", {})
-    budget = run.get("budget", {})
+    use = (view.final or {}).get("budget_use") or {}
     lines += [
         f"- classes: {prof.get('num_classes')}, training images: {prof.get('num_train')}, stored at {prof.get('stored_size')}px",
         f"- device: {env.get('device')}; pretrained weights: hub={env.get('pretrained', {}).get('hub')}, "
         f"local={env.get('pretrained', {}).get('local')}",
-        f"- budget: {budget.get('time_budget_s')}s, {budget.get('max_attempts')} attempts, "
-        f"{budget.get('candidate_budget_s', 0):.0f}s per candidate; status {run.get('status')} ({run.get('stop_reason', '')})",
+        f"- budget: {describe_settings(run)}; status {view.status} ({run.get('stop_reason', '')})",
+        *([f"- budget used: exploration {use.get('explore_s')}s in {use.get('explore_attempts')} attempts, final "
+           f"{use.get('final_s')}s in {use.get('final_attempts')}, idle tail {use.get('idle_tail_s')}s"] if use else []),
         "",
         "## Result",
         "",
@@ -62,13 +57,13 @@ def write_report(store: RunStore) -> Path:
         change = a.change.replace("|", "/").replace("\n", " ")[:110]
         lines.append(f"| {a.iteration} | {a.target} | {change} | {a.status} | {_fmt(a.val_accuracy)} | "
                      f"{_fmt(a.best_val_accuracy)} | {a.seconds:.0f} |")
-    metrics = store.best_metrics()
+    metrics = view.best_metrics
     if metrics:
         curve = [e["val_accuracy"] for e in metrics.get("history", [])]
         lines += ["", "## Best candidate", "",
                   f"Validation accuracy per epoch: `{_spark(curve)}` {', '.join(f'{v:.3f}' for v in curve)}", ""]
-        for _component, name in COMPONENT_FILES.items():
-            knobs = get_knobs((store.best_dir / name).read_text())
+        for name, code in view.best_code.items():
+            knobs = get_knobs(code)
             if knobs:
                 lines.append(f"- `{name}`: " + ", ".join(f"{k}={v!r}" for k, v in knobs.items()))
         lines += ["", "Code: `best/data.py`, `best/model.py`, `best/training.py`; weights: `best/checkpoint.pt`."]
@@ -87,11 +82,6 @@ def write_report(store: RunStore) -> Path:
         total_cost += cost
         lines.append(f"| {role} | {u.get('backend', backend)} | {u.get('calls', 0)} | {u.get('prompt_tokens', 0)} | "
                      f"{u.get('completion_tokens', 0)} | {faults} | {u.get('fallbacks', 0)} | {cost:.4f} |")
-    faults_path = store.root / "model_faults.jsonl"
-    n_faults = len(faults_path.read_text().splitlines()) if faults_path.is_file() else 0
+    n_faults = len(view.faults)
     lines += ["", f"Total cost: {total_cost:.4f} USD; model faults recorded: {n_faults} (`model_faults.jsonl`)."]
-    path = store.root / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return "\n".join(lines) + "\n"

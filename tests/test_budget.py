@@ -1,0 +1,83 @@
+"""The budget plan: the whole budget used, explore cheap, exploit long, typed stop reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from automodel.budget import FINALIZE_RESERVE_S, BudgetPlan
+from automodel.settings import RunSettings
+
+
+def _settings(**kw) -> RunSettings:
+    return RunSettings.build(data="demo", out="runs/x", **kw)
+
+
+def _attempt(wall: float, train: float) -> dict:
+    return {"wall_s": wall, "train_s": train}
+
+
+def test_no_default_attempt_cap_and_iterations_is_an_extra_cap():
+    assert _settings().max_attempts is None
+    assert _settings(iterations=3).max_attempts == 4
+    plan = BudgetPlan(_settings(time_budget_s=300, iterations=1), 10.0, [_attempt(30, 20), _attempt(30, 20)])
+    reason = plan.stop_reason(at_boundary=True, best=0.9, tokens_used=0)
+    assert reason is not None and reason.kind == "attempts"
+    assert BudgetPlan(_settings(time_budget_s=300), 10.0, [_attempt(30, 20)] * 9).stop_reason(
+        at_boundary=True, best=0.9, tokens_used=0) is None
+
+
+def test_exploration_keeps_the_final_reserve_and_the_final_gets_what_is_left():
+    s = _settings(time_budget_s=900)
+    history = [_attempt(40, 30)]  # measured overhead 10 s
+    early = BudgetPlan(s, 100.0, history)
+    assert not early.final_due()
+    explore = early.candidate_budget_s("explore")
+    assert explore == pytest.approx(900 / 8)
+    # Late: exploring would eat the final reserve, so the final is due and gets everything left.
+    late = BudgetPlan(s, 900 - 0.4 * 900 - FINALIZE_RESERVE_S, history)
+    assert late.final_due()
+    final = late.candidate_budget_s("final")
+    assert final == pytest.approx(late.remaining_s - FINALIZE_RESERVE_S - 10.0)
+
+
+def test_the_last_candidate_absorbs_a_tail_too_small_for_another():
+    s = _settings(time_budget_s=300, strategy="paper", candidate_budget_s=50)
+    history = [_attempt(60, 50)]  # overhead 10 s
+    # 85 s left: 60 s usable after overhead and the final scoring; a 50 s candidate would leave 10 s,
+    # less than another candidate needs (8 s of training + 10 s overhead): take it all.
+    plan = BudgetPlan(s, 300 - 85, history)
+    budget = plan.candidate_budget_s("explore")
+    assert budget == pytest.approx(85 - FINALIZE_RESERVE_S - 10.0)
+    # After that candidate the idle tail is the finalize reserve only.
+    after = BudgetPlan(s, 300 - FINALIZE_RESERVE_S - 1, history)
+    reason = after.stop_reason(at_boundary=True, best=None, tokens_used=0)
+    assert reason is not None and reason.kind == "time"
+
+
+def test_explicit_candidate_budget_caps_exploration_only():
+    s = _settings(time_budget_s=600, candidate_budget_s=30)
+    plan = BudgetPlan(s, 0.0, [])
+    assert plan.candidate_budget_s("explore") == 30
+    assert plan.candidate_budget_s("final") > 500
+
+
+def test_paper_strategy_divides_the_budget_into_equal_shares():
+    s = _settings(time_budget_s=700, strategy="paper")
+    plan = BudgetPlan(s, 0.0, [])
+    assert not plan.final_due() and plan.final_reserve_s() == 0
+    assert plan.explore_budget_s() == pytest.approx(0.8 * 700 / 7 - s.candidate_overhead_s)
+
+
+def test_overhead_is_measured_from_the_attempts():
+    plan = BudgetPlan(_settings(), 0.0, [_attempt(30, 20), _attempt(50, 20), _attempt(35, 20)])
+    assert plan.overhead_s() == pytest.approx(15.0)
+
+
+def test_target_and_tokens_stop_typed():
+    s = _settings(time_budget_s=900, target=0.9, token_budget=100)
+    plan = BudgetPlan(s, 0.0, [])
+    assert plan.stop_reason(at_boundary=False, best=0.95, tokens_used=0) is None  # target only at a boundary
+    target = plan.stop_reason(at_boundary=True, best=0.95, tokens_used=0)
+    assert target is not None and target.kind == "target"
+    tokens = plan.stop_reason(at_boundary=False, best=None, tokens_used=100)
+    assert tokens is not None and tokens.kind == "tokens"
