@@ -65,6 +65,13 @@ class EventPrinter:
                 f"batch {event['batch_size']}, {event['est_step_s'] * 1000:.0f} ms/step -> {event['epochs']} epochs "
                 f"x {event['steps_per_epoch']} steps on {event['device']}"
             )
+        elif kind == "progress" and "epoch" not in event:  # a job without epochs (feature extraction)
+            self.console.print(f"{p}  {event.get('phase', 'progress')}: {event.get('step')}/{event.get('steps')}",
+                               style="dim")
+        elif kind == "features":
+            self.console.print(f"{p}[cyan]{event.get('message', 'extracting features')}[/]")
+        elif kind == "warm_start":
+            self.console.print(f"{p}warm start: {event.get('tensors')} of {event.get('of')} tensors from the best candidate")
         elif kind == "progress":
             self.console.print(
                 f"{p}  epoch {event['epoch']}/{event['epochs']} step {event['step']}/{event['steps']} "

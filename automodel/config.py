@@ -42,6 +42,7 @@ from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, Field
 
 from automodel.messages import ROLE_NAMES
+from automodel.retry import DEFAULT_RETRY
 
 __all__ = ["BackendConfig", "ConfigError", "load_backend_config", "make_clients"]
 
@@ -60,10 +61,10 @@ class BackendConfig(BaseModel):
 
     default: dict[str, Any] | None = None
     roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    fallback_to_expert: bool = True
-    max_retries: int = 2
-    backoff_s: float = 1.0
-    request_timeout_s: float = 300.0
+    fallback_to_expert: bool = DEFAULT_RETRY.fallback_to_expert
+    max_retries: int = DEFAULT_RETRY.max_retries
+    backoff_s: float = DEFAULT_RETRY.backoff_s
+    request_timeout_s: float = DEFAULT_RETRY.request_timeout_s
 
     def spec(self, role: str) -> dict[str, Any] | None:
         """The backend spec that plays ``role`` (None: the offline expert)."""
@@ -128,11 +129,9 @@ def load_backend_config(path: str | Path | None) -> BackendConfig:
                 "with api_key_env instead, so it is never written to disk"
             )
     try:
-        return BackendConfig(default=data.get("default"), roles=data.get("roles") or {},
-                             fallback_to_expert=bool(data.get("fallback_to_expert", True)),
-                             max_retries=int(data.get("max_retries", 2)),
-                             backoff_s=float(data.get("backoff_s", 1.0)),
-                             request_timeout_s=float(data.get("request_timeout_s", 300.0)))
+        # Only the keys the file sets override the defaults (automodel.retry.RetryPolicy).
+        given = {k: data[k] for k in ("fallback_to_expert", "max_retries", "backoff_s", "request_timeout_s") if k in data}
+        return BackendConfig.model_validate({"default": data.get("default"), "roles": data.get("roles") or {}, **given})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

@@ -31,7 +31,7 @@ __all__ = ["Run", "forget_run", "open_run"]
 _RUNS: dict[str, Run] = {}
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """One run's shared state: ``run.json`` (with its typed settings) and the store."""
 
@@ -42,6 +42,9 @@ class Run:
     """Live harness events (epochs, progress) go to these callbacks."""
     session_start: float = field(default_factory=time.time)
     _backends: BackendConfig | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.store.root)!r})"
 
     @property
     def profile(self) -> dict[str, Any]:

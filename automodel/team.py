@@ -11,6 +11,7 @@ or make it a participant of an outer team (agentchat nested teams); pass
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from automodel.messages import (
     RunReport,
     TechnicalDesign,
 )
+from automodel.retry import DEFAULT_RETRY
 from automodel.roles import ROLE_CLASSES
 from automodel.runtime import open_run
 
@@ -96,10 +98,11 @@ def stop_reason_of(text: str | None) -> StopReason | None:
     Returns the most important one: a real stop wins over the pause after an attempt.
     """
     reasons = []
+    decoder = json.JSONDecoder()
     for part in (text or "").split(STOP_PREFIX)[1:]:
-        body = part.strip().rstrip(";").strip()
-        try:
-            reasons.append(StopReason.model_validate_json(body))
+        try:  # AutoGen joins several stop messages with a separator of its choosing: decode one object
+            body, _ = decoder.raw_decode(part.strip())
+            reasons.append(StopReason.model_validate(body))
         except ValueError:
             continue
     if not reasons and text:
@@ -219,8 +222,8 @@ def build_team(
     pause_after_each_attempt: bool = False,
     max_messages: int = 2000,
     fallback_to_expert: bool = True,
-    max_retries: int = 2,
-    request_timeout_s: float = 300.0,
+    max_retries: int = DEFAULT_RETRY.max_retries,
+    request_timeout_s: float = DEFAULT_RETRY.request_timeout_s,
     backoff_s: float | None = None,
     name: str = "automodel_team",
     agents: Mapping[str, ChatAgent] | None = None,

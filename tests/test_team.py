@@ -62,6 +62,7 @@ def demo_opts(tmp_path: Path) -> RunOptions:
     return RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1, **FAST)
 
 
+@pytest.mark.slow
 def test_offline_loop_on_digits_improves_and_writes_the_run_directory(demo_opts):
     final = asyncio.run(run_team_async(demo_opts))
     out = Path(demo_opts.out)
@@ -95,6 +96,7 @@ def _code_reply(component: str, **knobs) -> str:
     return f"```python\n{code}```\nCHANGE: set {knobs}"
 
 
+@pytest.mark.slow
 def test_scripted_llm_roles_follow_the_speaker_order_and_survive_bad_replies(tmp_path):
     store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=2, **FAST))
     broken_model = _code_reply("model", ARCH="small_cnn", WIDTH=16).replace(
@@ -181,6 +183,7 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_resume_after_kill_during_training_loses_nothing(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "automodel.cli", "run", "demo", "--out", str(out), "--iterations", "2",
@@ -211,6 +214,7 @@ def test_resume_after_kill_during_training_loses_nothing(tmp_path):
     assert json.loads((out / "run.json").read_text())["sessions"] == 2
 
 
+@pytest.mark.slow
 def test_embedded_team_example_runs_as_a_nested_team(tmp_path):
     out = tmp_path / "embedded"
     done = subprocess.run(

@@ -34,7 +34,7 @@ from automodel.data._source import SPLITS, DatasetSource, Sample, SubmissionForm
 from automodel.data._split import stratified_split
 
 if TYPE_CHECKING:
-    from automodel.interfaces._contracts import DataSpec
+    from automodel.interfaces import DataSpec
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -87,7 +87,7 @@ class PreparedMeta(BaseModel):
 
     def data_spec(self, device: str = "cpu", description: str = "") -> DataSpec:
         """The :class:`~automodel.interfaces._contracts.DataSpec` for the data component."""
-        from automodel.interfaces._contracts import DataSpec
+        from automodel.interfaces import DataSpec
 
         return DataSpec(
             num_classes=self.num_classes,

@@ -1,7 +1,8 @@
 """Run a candidate inside a bubblewrap (``bwrap``) sandbox: the default on Linux where it starts.
 
 The child sees, read-only, the system directories, the Python environment and the
-``automodel`` package, plus ``ExecutionRequest.readonly_paths`` (data and weight files);
+``automodel`` package, plus ``ExecutionRequest.readonly_paths`` (data and weight files) and
+the Hugging Face / torch weight caches when they exist (nothing can be downloaded inside);
 its job directory is the only writable place, and a private ``/tmp``. Nothing else of
 the host exists inside: not the home directory, the dataset, the run directory or the
 host's ``/tmp``. It has no network (``--unshare-all``), its own PID namespace (no
@@ -93,6 +94,16 @@ def python_paths() -> list[Path]:
     return sorted(p for p in paths if p.exists())
 
 
+def weight_caches() -> dict[str, Path]:
+    """Pretrained-weight caches to show read-only (no network inside: downloads must happen before)."""
+    home = Path.home()
+    caches = {
+        "HF_HOME": Path(os.environ.get("HF_HOME", home / ".cache" / "huggingface")),
+        "TORCH_HOME": Path(os.environ.get("TORCH_HOME", home / ".cache" / "torch")),
+    }
+    return {key: path.resolve() for key, path in caches.items() if path.is_dir()}
+
+
 def _gpu_args() -> list[str]:
     args: list[str] = []
     dev = Path("/dev")
@@ -141,7 +152,11 @@ class SandboxExecutor(LocalExecutor):
             args += ["--ro-bind", str(real), str(real)]
         if request.gpus:
             args += _gpu_args()
+        caches = weight_caches()
+        for path in caches.values():
+            args += ["--ro-bind", str(path), str(path)]
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+        env.update({key: str(path) for key, path in caches.items()})
         env.update(request.env)
         env.update({"PYTHONUNBUFFERED": "1", "HOME": str(job_dir), "TMPDIR": "/tmp",
                     "PATH": "/usr/local/bin:/usr/bin:/bin",

@@ -217,7 +217,8 @@ class ValidationScorer:
             metrics[key] = _number(report.get(key))
         metrics["images_per_s"] = metrics["images_per_s"] or 0.0
         features = report.get("features")
-        metrics["features"] = features[:100] if isinstance(features, str) else None
+        metrics["features"] = str(features)[:80] if isinstance(features, str) and features else None
+        metrics["warm_start_tensors"] = _number(report.get("warm_start_tensors")) or 0
         if self.rejected:
             metrics["rejected_predictions"] = list(self.rejected)
         return metrics

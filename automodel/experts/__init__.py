@@ -8,7 +8,7 @@ per role like any ``ChatCompletionClient``::
 
 from automodel.experts._client import REQUEST_TAG, OfflineExpertClient, OfflineExpertConfig, render_request
 from automodel.experts._knobs import get_knobs, reference_source, set_knobs
-from automodel.experts._rules import EXPERT_NAME, change_key
+from automodel.experts._rules import EXPERT_NAME, change_key, summarize
 
 __all__ = [
     "EXPERT_NAME",
@@ -20,4 +20,5 @@ __all__ = [
     "reference_source",
     "render_request",
     "set_knobs",
+    "summarize",
 ]

@@ -265,6 +265,7 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
         for prop in feature_proposals(ctx, d, m, t, va):
             if change_key(prop["target"], prop["knobs"], prop.get("fidelity", "explore")) not in tried:
                 return prop
+        return continue_training()
 
     if last.get("status") in ("timeout",) or (last.get("error") and "MemoryLimit" in last.get("error", "")):
         propose("data_engineer", {"INPUT_SIZE": max(int(d.get("INPUT_SIZE") or 32) // 2, 16)},
@@ -334,10 +335,19 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
 
     for target, diagnosis, knob, change, effect in proposals:
         if change_key(target, knob) not in tried:
+            # After the final phase the incumbent is trained long: a change that keeps its model
+            # continues from its weights, else it could never catch up in a short look.
+            warm = final_done and target != "model_engineer"
             return {"target": target, "diagnosis": diagnosis, "change": change, "expected_effect": effect,
-                    "knobs": knob}
-    return {"target": "training_engineer", "diagnosis": "Every rule has been tried.", "change": "re-run with a new seed",
-            "expected_effect": "a measure of seed noise", "knobs": {"WARMUP_EPOCHS": 1.5}}
+                    "knobs": knob, "warm_start": warm}
+    return continue_training()
+
+
+def continue_training() -> dict[str, Any]:
+    """When every rule has been tried: train the best further with the time left (never a no-op repeat)."""
+    return {"target": "training_engineer", "diagnosis": "Every rule has been tried at this fidelity.",
+            "change": "continue training the best candidate with the time left", "knobs": {},
+            "expected_effect": "more epochs of the best recipe", "fidelity": "final", "warm_start": True}
 
 
 def feature_proposals(

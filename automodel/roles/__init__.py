@@ -10,7 +10,7 @@ from automodel.roles._architect import ArchitectAgent
 from automodel.roles._base import ReplyError, RoleAgent, RoleConfig
 from automodel.roles._data_engineer import DataEngineerAgent
 from automodel.roles._engineer import EngineerAgent
-from automodel.roles._executor import ExecutorAgent
+from automodel.roles._executor import ExecutorAgent, assemble_components
 from automodel.roles._model_engineer import ModelEngineerAgent
 from automodel.roles._summarizer import SummarizerAgent
 from automodel.roles._training_engineer import TrainingEngineerAgent
@@ -40,4 +40,5 @@ __all__ = [
     "RoleConfig",
     "SummarizerAgent",
     "TrainingEngineerAgent",
+    "assemble_components",
 ]

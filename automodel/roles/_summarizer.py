@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
-from automodel.experts import get_knobs
-from automodel.experts._rules import summarize
+from automodel.experts import get_knobs, summarize
 from automodel.interfaces import COMPONENT_FILES
 from automodel.messages import HistoryEntry, RunReport
 from automodel.roles._base import ReplyError, RoleAgent, last_of

@@ -1,0 +1,75 @@
+"""Pretrained features: extracted once by trusted code, cached without labels, heads trained on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from automodel.features import BACKBONES, extraction_cost_s, parse_feature_key
+from automodel.harness import declared_features
+from automodel.weights import local_weight_files
+from automodel.workspace import open_workspace
+from tests.conftest import edit
+
+KEY = "efficientnet_lite0@64"  # a small input keeps the test fast; the product uses 224
+
+
+def _photos(root: Path) -> Path:
+    """Three classes of 48 px RGB images that differ in colour and texture; train/ and test/."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 14), ("test", 4)):
+        for k, cls in enumerate(("red_stripes", "green_dots", "blue_plain")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (48, 48, 3)).astype(np.uint8)
+                img[..., k] += 150
+                if k == 0:
+                    img[::6] = 255
+                elif k == 1:
+                    img[::8, ::8] = 0
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.skipif("efficientnet_lite0" not in local_weight_files(), reason="the Lite0 weights package is not installed")
+def test_features_are_extracted_once_without_labels_and_a_head_learns_on_them(tmp_path, reference_copy):
+    ws = open_workspace(_photos(tmp_path / "photos"), tmp_path / "run", device="cpu")
+    edit(reference_copy / "data.py", 'FEATURES = ""', f'FEATURES = "{KEY}"')
+    assert declared_features(reference_copy / "data.py") == KEY
+    runner = ws.runner()
+
+    key, extraction = runner.ensure_features(reference_copy, tmp_path / "x")
+    assert key == KEY and extraction is not None and extraction.status == "ok", extraction.log_tail
+    cache = tmp_path / "run" / "features" / "efficientnet_lite0-64"
+    files = sorted(p.name for p in cache.iterdir())
+    assert files == ["meta.json", "test.npy", "train.npy", "train_flip.npy", "val.npy"]  # no labels in the cache
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["counts"]["train"] == meta["counts"]["train_flip"] == len(ws.data.arrays("train")[0])
+    assert np.load(cache / "train.npy").shape[1] == BACKBONES["efficientnet_lite0"].dim
+    # Cached: the second ask extracts nothing.
+    assert runner.ensure_features(reference_copy, tmp_path / "y") == (KEY, None)
+
+    result = runner.train(reference_copy, tmp_path / "it", time_budget_s=30)
+    assert result.status == "ok", result.log_tail
+    metrics = json.loads((tmp_path / "it" / "metrics.json").read_text())
+    assert metrics["features"] == KEY
+    assert metrics["val_accuracy"] >= 0.8  # three easy classes; chance is 1/3
+
+    pred = runner.predict(reference_copy, tmp_path / "it" / "checkpoint.pt", tmp_path / "pred")
+    assert pred.status == "ok", pred.log_tail
+    assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())["pred"]) == 12
+
+
+def test_feature_keys_are_checked_and_costed():
+    assert parse_feature_key("efficientnet_lite1@240") == ("efficientnet_lite1", 240)
+    with pytest.raises(ValueError, match="choose one of"):
+        parse_feature_key("resnet50@224")
+    with pytest.raises(ValueError, match="backbone"):
+        parse_feature_key("efficientnet_lite0")
+    cheap, dear = extraction_cost_s("efficientnet_lite0@224", 1000), extraction_cost_s("efficientnet_lite2@260", 1000)
+    assert cheap < dear
