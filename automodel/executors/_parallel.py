@@ -14,16 +14,13 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from ._gpus import GpuSlots
 from ._models import ExecutionRequest, ExecutionResult, ExecutorError
 from ._procs import end_session
-
-if TYPE_CHECKING:
-    from ._base import Executor
 
 __all__ = ["IndexedEventCallback", "IndexedLineCallback", "end_child_sessions", "run_threaded"]
 
@@ -33,6 +30,19 @@ IndexedLineCallback = Callable[[int, str], None]
 """Called with (index of the request, output line) as each line arrives."""
 
 log = structlog.get_logger(__name__)
+
+
+class _Runs(Protocol):
+    """What :func:`run_threaded` needs of an executor (``Executor`` itself, without importing it)."""
+
+    name: str
+
+    def run(
+        self,
+        request: ExecutionRequest,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> ExecutionResult: ...
 
 
 def _child_session_leaders() -> set[int]:
@@ -67,7 +77,7 @@ def end_child_sessions(keep: set[int] | None = None, *, grace_s: float = 3.0) ->
 
 
 def run_threaded(
-    executor: Executor,
+    executor: _Runs,
     requests: Sequence[ExecutionRequest],
     *,
     max_parallel: int | None = None,
