@@ -30,9 +30,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_executor_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", default=None, choices=["auto", "sandbox", "docker", "local"],
+    p.add_argument("--executor", default=None, choices=["auto", "sandbox", "docker", "local", "ray"],
                    help="where candidate code runs: auto (the default: sandbox where bubblewrap starts, else local), "
-                   "sandbox (bubblewrap), docker, or local (no isolation); see README 'Security model'")
+                   "sandbox (bubblewrap), docker, local (no isolation), or ray (a Ray task per candidate, on the "
+                   "cluster in RAY_ADDRESS or a local one; docs/ray.md); see README 'Security model'")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,10 @@
 
 ``create_executor(name)`` builds a registered executor: ``local`` (a plain subprocess, not a
 security boundary), ``sandbox`` (bubblewrap) and ``docker``; :func:`resolve_executor` also
-accepts ``"auto"`` (the sandbox where it starts, else ``local``). A failing candidate is an
+accepts ``"auto"`` (the sandbox where it starts, else ``local``); ``ray`` runs each candidate as a
+Ray task (``pip install 'automodel[ray]'``) with one of those on the worker.
+``Executor.run_many`` runs several candidates at once, and :func:`resolve_gpus` turns ``--gpus``
+into one ``CUDA_VISIBLE_DEVICES`` slot per candidate. A failing candidate is an
 :class:`ExecutionResult`, never an exception; :class:`ExecutorError` means the executor itself
 failed. The harness protocol (job spec, job directory layout, file names, events) is defined
 here once, for both sides; :class:`ValidationScorer` computes every score outside the candidate.
@@ -10,8 +13,10 @@ here once, for both sides; :class:`ValidationScorer` computes every score outsid
 
 from ._base import EventCallback, Executor, LineCallback, create_executor, list_executors, register_executor
 from ._docker import DEFAULT_IMAGE, DockerExecutor, docker_problem, import_local_image
+from ._gpus import GpuSlots, gpu_envs, parse_gpus, resolve_gpus, visible_gpus
 from ._local import OOM_ERROR_TYPES, LocalExecutor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
+from ._parallel import IndexedEventCallback, IndexedLineCallback
 from ._protocol import (
     COMPONENTS_DIR,
     DATA_DIR,
@@ -34,6 +39,7 @@ from ._protocol import (
     val_predictions_name,
     write_json_atomic,
 )
+from ._ray import RayExecutor
 from ._sandbox import SandboxExecutor, bwrap_problem, python_paths
 from ._scorer import EpochScore, ValidationScorer, read_predictions, score_log_probs
 from ._select import DEFAULT_EXECUTOR, resolve_executor
@@ -63,9 +69,13 @@ __all__ = [
     "ExecutionStatus",
     "Executor",
     "ExecutorError",
+    "GpuSlots",
     "HarnessJob",
+    "IndexedEventCallback",
+    "IndexedLineCallback",
     "LineCallback",
     "LocalExecutor",
+    "RayExecutor",
     "SandboxExecutor",
     "ValidationScorer",
     "bwrap_problem",
@@ -73,16 +83,20 @@ __all__ = [
     "create_executor",
     "docker_problem",
     "emit",
+    "gpu_envs",
     "import_local_image",
     "list_executors",
     "parse_event",
+    "parse_gpus",
     "parse_val_name",
     "predictions_name",
     "python_paths",
     "read_predictions",
     "register_executor",
     "resolve_executor",
+    "resolve_gpus",
     "score_log_probs",
     "val_predictions_name",
+    "visible_gpus",
     "write_json_atomic",
 ]

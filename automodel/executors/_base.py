@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ._models import ExecutionRequest, ExecutionResult
+from ._parallel import IndexedEventCallback, IndexedLineCallback, run_threaded
 
 __all__ = [
     "EventCallback",
@@ -47,6 +48,27 @@ class Executor(ABC):
         Raises:
             ExecutorError: the executor could not start or supervise the child.
         """
+
+    def run_many(
+        self,
+        requests: Sequence[ExecutionRequest],
+        *,
+        max_parallel: int | None = None,
+        on_event: IndexedEventCallback | None = None,
+        on_line: IndexedLineCallback | None = None,
+        gpus: Sequence[str] | None = None,
+    ) -> list[ExecutionResult]:
+        """Run several requests at once (one thread and one child each); results in request order.
+
+        ``gpus`` are ``CUDA_VISIBLE_DEVICES`` slots (:func:`resolve_gpus`), one per running
+        request. See :func:`automodel.executors._parallel.run_threaded`.
+
+        Raises:
+            ExecutorError: the executor failed for some request (after all others ended).
+        """
+        return run_threaded(
+            self, requests, max_parallel=max_parallel, on_event=on_event, on_line=on_line, gpus=gpus
+        )
 
 
 _E = TypeVar("_E", bound=type[Executor])
