@@ -67,11 +67,12 @@ class BudgetPlan:
     def overhead_s(self) -> float:
         """Seconds an attempt costs besides training: measured from the attempts so far.
 
-        The median of (attempt wall clock - training seconds) over the last five attempts
-        that recorded both; the configured estimate until there are any.
+        The median of (attempt wall clock - training - feature extraction seconds) over the
+        last five attempts that recorded them (extraction is paid once per feature set, so it
+        is not an overhead of the next attempt); the configured estimate until there are any.
         """
-        measured = [float(a["wall_s"]) - float(a.get("train_s") or 0.0) for a in self.history[-5:]
-                    if a.get("wall_s") is not None]
+        measured = [float(a["wall_s"]) - float(a.get("train_s") or 0.0) - float(a.get("extract_s") or 0.0)
+                    for a in self.history[-5:] if a.get("wall_s") is not None]
         measured = [m for m in measured if m >= 0]
         return statistics.median(measured) if measured else self.settings.candidate_overhead_s
 

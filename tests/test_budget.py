@@ -73,6 +73,13 @@ def test_overhead_is_measured_from_the_attempts():
     assert plan.overhead_s() == pytest.approx(15.0)
 
 
+def test_a_one_time_feature_extraction_is_not_counted_as_overhead():
+    # The first attempt paid 140 s for extracting features: the next ones will not.
+    plan = BudgetPlan(_settings(time_budget_s=300), 150.0, [{"wall_s": 150.0, "train_s": 7.0, "extract_s": 135.0}])
+    assert plan.overhead_s() == pytest.approx(8.0)
+    assert plan.stop_reason(at_boundary=True, best=0.95, tokens_used=0) is None
+
+
 def test_target_and_tokens_stop_typed():
     s = _settings(time_budget_s=900, target=0.9, token_budget=100)
     plan = BudgetPlan(s, 0.0, [])

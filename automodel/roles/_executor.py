@@ -155,6 +155,7 @@ class ExecutorAgent(RoleAgent):
 
         issues = validate_components(workdir)
         result: ExecutionResult | None = None
+        extract_s = 0.0
         lines: list[str] = []
         if issues:
             status, seconds, component = "invalid", 0.0, issues[0].component
@@ -164,6 +165,7 @@ class ExecutorAgent(RoleAgent):
             extraction: ExecutionResult | None = None
             try:
                 _, extraction = await asyncio.to_thread(runner.ensure_features, workdir, workdir, on_event=run.emit)
+                extract_s = extraction.duration_s if extraction is not None else 0.0
             except ValueError as exc:  # a malformed or unknown feature set name
                 status, seconds, component, error_type, message = "invalid", 0.0, "data", "FeatureError", str(exc)
             else:
@@ -197,6 +199,7 @@ class ExecutorAgent(RoleAgent):
             "iteration": iteration, "target": self._target, "change": self._change, "knobs": self._knobs,
             "seconds": round(seconds, 1), "fidelity": self._fidelity, "budget_s": round(budget, 1),
             "warm_start": warm, "features": features, "authors": dict(self._authors), "wall_s": wall,
+            "extract_s": round(extract_s, 1),
         }
         self._cycle_start = time.time()
 

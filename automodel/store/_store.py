@@ -63,6 +63,8 @@ class Attempt(BaseModel):
     wall_s: float | None = None
     """Seconds of the run clock the whole attempt took (agents, extraction, harness)."""
     warm_start: bool = False
+    extract_s: float = 0.0
+    """Seconds spent extracting pretrained features for this attempt (a one-time cost per feature set)."""
     features: str | None = None
     authors: dict[str, str] = Field(default_factory=dict)
     """Component -> who wrote its code in this attempt (backend and model, offline expert, reference)."""
