@@ -30,7 +30,7 @@ Fidelity = Literal["explore", "final"]
 PAPER_ATTEMPTS = 7
 """Attempts the ``paper`` strategy divides the budget into when ``--iterations`` is not given."""
 
-FINALIZE_RESERVE_S = 15.0
+FINALIZE_RESERVE_S = 10.0
 """Seconds kept at the end for predicting and scoring the test split of the best candidate."""
 
 
