@@ -44,6 +44,8 @@ def write_report(store: RunStore) -> Path:
         f"local={env.get('pretrained', {}).get('local')}",
         f"- budget: {budget.get('time_budget_s')}s, {budget.get('max_attempts')} attempts, "
         f"{budget.get('candidate_budget_s', 0):.0f}s per candidate; status {run.get('status')} ({run.get('stop_reason', '')})",
+        *[f"- **data warning**: {w}" for w in prof.get("warnings", [])],
+        *([f"- skipped files: {prof['skipped']}"] if prof.get("skipped") else []),
         "",
         "## Result",
         "",

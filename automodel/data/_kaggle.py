@@ -4,10 +4,11 @@ Recognised files (first match wins, each overridable by an option):
 
 * labels CSV: ``train.csv``, ``labels.csv``, ``train_labels.csv``, ``trainLabels.csv``, or the
   only other CSV in the root (``labels_csv=``);
-* images: ``train/``, ``train_images/``, ``images/``, ``imgs/``, or the root (``images_dir=``);
+* images: ``train/``, ``train_images/``, ``images/``, ``imgs/`` (any case), a train split folder in
+  another usual spelling (``Training/``, ``train_set/``), or the root (``images_dir=``);
   ids match a file by relative path, file name, or name without extension;
 * unlabeled test: ``sample_submission.csv`` (defines the submission columns and id order),
-  else ``test.csv``, else the files of ``test/`` / ``test_images/`` (``test_dir=``);
+  else ``test.csv``, else the files of ``test/`` / ``test_images/`` / ``Testing/`` (``test_dir=``);
 * ``answers_csv=``: known test labels kept outside the dataset (the bundled demo).
 """
 
@@ -22,6 +23,7 @@ import structlog
 
 from automodel.data._decode import is_image_name
 from automodel.data._errors import DataError, SkipReport
+from automodel.data._layout import find_split_dirs
 from automodel.data._source import (
     DatasetSource,
     Sample,
@@ -117,13 +119,18 @@ class _Index:
         return self.by_name.get(Path(key).name) or self.by_stem.get(key) or self.by_stem.get(Path(key).stem)
 
 
-def _first_dir(root: Path, names: tuple[str, ...], given: str | Path | None) -> Path | None:
+def _first_dir(root: Path, names: tuple[str, ...], given: str | Path | None, split: str) -> Path | None:
+    """The folder given, else the first of ``names`` (any case), else ``split``'s folder in any spelling."""
     if given is not None:
         path = Path(given) if Path(given).is_absolute() else root / given
         if not path.is_dir():
             raise DataError(f"Image folder {str(path)!r} does not exist; check images_dir/test_dir.")
         return path
-    return next((root / n for n in names if (root / n).is_dir()), None)
+    by_lower = {
+        p.name.lower(): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
+    hit = next((by_lower[n] for n in names if n in by_lower), None)
+    return hit or find_split_dirs(root).get(split)
 
 
 def _labels_csv(root: Path, given: str | Path | None) -> Path:
@@ -203,7 +210,7 @@ def load_kaggle(
     columns, rows = read_csv(labels_path)
     idc, labc = detect_columns(columns, labels_path, id_col=id_col, label_col=label_col)
     assert labc is not None
-    img_dir = _first_dir(root, IMAGE_DIRS, images_dir) or root
+    img_dir = _first_dir(root, IMAGE_DIRS, images_dir, "train") or root
     index = _Index(img_dir, root)
     train = _train_samples(rows, idc, labc, index, labels_path, skips)
     classes = sorted_classes(s.label for s in train if s.label is not None)
@@ -239,13 +246,15 @@ def _test_samples(
     classes: list[str],
     skips: SkipReport,
 ) -> tuple[list[Sample], SubmissionFormat | None, bool]:
-    folder = _first_dir(root, TEST_DIRS, test_dir)
+    folder = _first_dir(root, TEST_DIRS, test_dir, "test")
     index = _Index(folder, root) if folder is not None else train_index
     labels: dict[str, str] = {}
     sub_path = next(
         (p for p in sorted(root.glob("*.csv")) if p.name.lower() == "sample_submission.csv"), None
     )
-    test_csv = root / "test.csv"
+    test_csv = next(
+        (p for p in sorted(root.glob("*.csv")) if p.name.lower() == "test.csv"), root / "test.csv"
+    )
     if sub_path is not None:
         columns, rows = read_csv(sub_path)
         if len(columns) > 2:

@@ -471,6 +471,7 @@ def _prepare(
         val_from_folder=source.val is not None,
         stored_size=size,
         description=source.description,
+        warnings=source.warnings,
     )
     meta = PreparedMeta(
         fingerprint=fp,

@@ -52,6 +52,8 @@ class DatasetProfile(BaseModel):
     test_labeled: bool = False
     val_from_folder: bool = False
     stored_size: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+    """What the data layer assumed or found suspicious, in sentences (layout guesses, tiny images...)."""
 
     def summary(self) -> str:
         """A short text for humans and language models."""
@@ -79,6 +81,8 @@ class DatasetProfile(BaseModel):
             lines.append("Exact duplicates: " + ", ".join(f"{k} {v}" for k, v in dups.items()) + ".")
         if self.skipped:
             lines.append("Skipped: " + ", ".join(f"{k} {v}" for k, v in self.skipped.items()) + ".")
+        for warning in self.warnings:
+            lines.append(f"Warning: {warning}")
         if self.description:
             lines.append(f"Description: {self.description}")
         return "\n".join(lines)
@@ -126,6 +130,7 @@ def build_profile(
     val_from_folder: bool = False,
     stored_size: int | None = None,
     description: str = "",
+    warnings: list[str] | None = None,
 ) -> DatasetProfile:
     """Assemble a :class:`DatasetProfile` from per-image facts gathered while decoding."""
     counts: dict[str, dict[str, int]] = {}
@@ -156,4 +161,5 @@ def build_profile(
         test_labeled=test_labeled,
         val_from_folder=val_from_folder,
         stored_size=stored_size,
+        warnings=list(warnings or []),
     )
