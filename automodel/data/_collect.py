@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 POOL_MIN_ITEMS = 1000
 """Below this many files the pool's start-up costs more than it saves."""
 _CHUNK = 64
+MIN_STORED_SIZE = 8
 
 Allocator = Callable[[tuple[int, ...]], np.ndarray]
 
@@ -61,13 +62,14 @@ class Collected:
 def choose_stored_size(sizes: list[tuple[int, int]]) -> int:
     """The stored square side for these ``(width, height)`` sizes.
 
-    All images the same size with the longer side <= 64: their shorter side (native size).
+    All images the same size with the longer side <= 64: their shorter side (native size),
+    at least 8 (1x1 images are not stored at 1x1, which no network can pool).
     Otherwise the median shorter side, capped at 160, rounded to a multiple of 8 (>= 16).
     """
     if not sizes:
         return 32
     if len(set(sizes)) == 1 and max(sizes[0]) <= 64:
-        return min(sizes[0])
+        return max(MIN_STORED_SIZE, min(sizes[0]))
     median = statistics.median(min(w, h) for w, h in sizes)
     return int(max(16, min(160, round(median / 8) * 8)))
 

@@ -31,18 +31,25 @@ from automodel.data._source import (
     register_source,
     sorted_classes,
 )
+from automodel.data._walk import entry_kind, walk_files
 
 __all__ = ["load_imagefolder"]
 
 log = structlog.get_logger(__name__)
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _subdirs(folder: Path, skips: SkipReport | None = None, root: Path | None = None) -> list[Path]:
+    """Non-hidden folders of ``folder``; with ``skips``, symlink loops and dangling links there are counted."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        kind = entry_kind(p)
+        if kind == "dir":
+            out.append(p)
+        elif kind != "file" and skips is not None:
+            skips.add(kind, p.relative_to(root or folder), "not a readable file or folder")
+    return out
 
 
 def _scan_classes(
@@ -50,11 +57,11 @@ def _scan_classes(
 ) -> dict[str, list[Path]]:
     """``<class>/**/<image>`` under ``folder``; non-images and empty classes are counted skips."""
     out: dict[str, list[Path]] = {}
-    for sub in _subdirs(folder):
+    for sub in _subdirs(folder, skips, root):
         if sub in exclude:
             continue
         images: list[Path] = []
-        for f in _files(sub):
+        for f in walk_files(sub, root, skips):
             if is_image_name(f):
                 images.append(f)
             else:

@@ -52,6 +52,8 @@ class DatasetProfile(BaseModel):
     test_labeled: bool = False
     val_from_folder: bool = False
     stored_size: int | None = None
+    tiny_images: int = 0
+    """Images whose shorter side is tiny for the stored size (kept, upscaled, and warned about)."""
     warnings: list[str] = Field(default_factory=list)
     """What the data layer assumed or found suspicious, in sentences (layout guesses, tiny images...)."""
 
@@ -131,6 +133,7 @@ def build_profile(
     stored_size: int | None = None,
     description: str = "",
     warnings: list[str] | None = None,
+    tiny_images: int = 0,
 ) -> DatasetProfile:
     """Assemble a :class:`DatasetProfile` from per-image facts gathered while decoding."""
     counts: dict[str, dict[str, int]] = {}
@@ -162,4 +165,5 @@ def build_profile(
         val_from_folder=val_from_folder,
         stored_size=stored_size,
         warnings=list(warnings or []),
+        tiny_images=tiny_images,
     )
