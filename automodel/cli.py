@@ -163,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``automodel`` command."""
+    from automodel._io import DiskFullError
     from automodel.config import ConfigError
     from automodel.data import DataError
     from automodel.logging import configure_logging
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
         return 2
-    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, FileExistsError, FileNotFoundError, DiskFullError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:
