@@ -87,7 +87,7 @@ def prepare_run(opts: RunOptions) -> RunStore:
     options: dict[str, Any] = {k: v for k, v in (("max_train", opts.max_train), ("max_test", opts.max_test)) if v}
     ws = open_workspace(opts.data, out, description=opts.description, device=opts.device, seed=opts.seed,
                         val_fraction=opts.val_fraction, id_col=opts.id_col, label_col=opts.label_col,
-                        weights_dir=opts.weights_dir, **options)
+                        weights_dir=opts.weights_dir, keep_prepared=opts.resume, **options)
     if opts.resume:
         store.update_run(status="running", sessions=int(existing.get("sessions", 1)) + 1)
         forget_context(out)

@@ -138,3 +138,17 @@ def test_kaggle_sample_submission_without_test_folder_says_so(tmp_path: Path) ->
     assert "sample_submission.csv lists 4 test ids" in warning and "no test image folder" in warning
     prep = _prepare(root, tmp_path)
     assert warning in prep.meta.profile.warnings
+
+
+def test_resumed_run_keeps_its_prepared_copy_when_the_dataset_changes(tmp_path: Path) -> None:
+    _tree(tmp_path / "ds", {"a": 5, "b": 5})
+    first = _prepare(tmp_path / "ds", tmp_path)
+    x_before = first.arrays("train")[0].copy()
+    (tmp_path / "ds" / "a" / "0.png").unlink()
+    (tmp_path / "ds" / "b" / "1.png").write_bytes(b"corrupt now")
+    kept = prepare_dataset(str(tmp_path / "ds"), tmp_path / "out", private_dir=tmp_path / "private", workers=1,
+                           keep_prepared=True)  # fmt: skip
+    assert kept.from_cache and "changed since it was prepared" in kept.source_changed
+    assert np.array_equal(kept.arrays("train")[0], x_before)
+    fresh = _prepare(tmp_path / "ds", tmp_path)
+    assert not fresh.from_cache and fresh.meta.counts["train"] + fresh.meta.counts["val"] == 8

@@ -115,6 +115,8 @@ class PreparedData:
     mmap: bool = False
     from_cache: bool = False
     """True when :func:`prepare_dataset` reused existing arrays without decoding."""
+    source_changed: str = ""
+    """Why the arrays were kept although the source files changed (``keep_prepared``), else empty."""
     _arrays: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -253,15 +255,16 @@ def _write_private_labels(private_dir: Path, source: DatasetSource, test_ids: li
     )
 
 
-def _cached(out_dir: Path, fingerprint: str, has_test: bool) -> bool:
+def _complete_meta(out_dir: Path, has_test: bool) -> dict[str, Any] | None:
+    """``meta.json`` of a complete prepared directory, else None."""
     try:
         meta = json.loads((out_dir / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
     needed = ["train_x.npy", "train_y.npy", "val_x.npy", "val_y.npy"]
     if has_test:
         needed += ["test_x.npy", TEST_IDS_FILE]
-    return meta.get("fingerprint") == fingerprint and all((out_dir / n).is_file() for n in needed)
+    return meta if isinstance(meta, dict) and all((out_dir / n).is_file() for n in needed) else None
 
 
 def prepare_dataset(
@@ -275,6 +278,7 @@ def prepare_dataset(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     workers: int = 2,
     max_pixels: int = MAX_PIXELS,
+    keep_prepared: bool = False,
     **resolve_options: Any,
 ) -> PreparedData:
     """Decode every image once into ``.npy`` arrays in ``out_dir`` (see the module docstring).
@@ -289,6 +293,10 @@ def prepare_dataset(
         out_dir: where the arrays and ``meta.json`` go (readable by component code).
         private_dir: where known test labels go; must not be inside ``out_dir``.
         workers: decoding processes (a pool is used only for larger datasets).
+        keep_prepared: when ``out_dir`` already holds this source's arrays but its files changed
+            since (vanished, rewritten, added), keep the arrays instead of decoding again, with a
+            warning (``PreparedData.source_changed``): a resumed run goes on with the data its
+            attempts were scored on.
 
     Raises:
         DataError: bad layout, fewer than two classes left after decoding, or misplaced dirs.
@@ -308,12 +316,23 @@ def prepare_dataset(
         "max_pixels": max_pixels,
     }
     fp = source_fingerprint(source, settings)
-    if _cached(out_dir, fp, bool(source.test)):
+    existing = _complete_meta(out_dir, bool(source.test) and not keep_prepared)
+    if existing is not None and existing.get("fingerprint") == fp:
         prepared = PreparedData.load(out_dir, memory_budget_bytes=memory_budget_bytes)
         prepared.from_cache = True
         _write_private_labels(private_dir, source, prepared.test_ids)
         log.info("data.prepare.cached", out_dir=str(out_dir), fingerprint=fp)
         return prepared
+    if (
+        keep_prepared
+        and existing is not None
+        and (existing.get("source_kind"), existing.get("source_spec"))
+        == (
+            source.kind,
+            source.spec,
+        )
+    ):
+        return _keep_changed(source, out_dir, private_dir, existing, memory_budget_bytes)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)  # arrays change below; meta.json is the commit mark
@@ -336,6 +355,33 @@ def prepare_dataset(
         seconds=round(time.perf_counter() - started, 2),
     )
     return PreparedData.load(out_dir, memory_budget_bytes=memory_budget_bytes)
+
+
+def _keep_changed(
+    source: DatasetSource,
+    out_dir: Path,
+    private_dir: Path,
+    existing: dict[str, Any],
+    memory_budget_bytes: int,
+) -> PreparedData:
+    prepared = PreparedData.load(out_dir, memory_budget_bytes=memory_budget_bytes)
+    now = {name: len(source.split(name)) for name in SPLITS}
+    before = existing.get("counts", {})
+    message = (
+        f"the dataset {source.spec!r} changed since it was prepared in {str(out_dir)!r} (files vanished, were "
+        f"rewritten or added; it now lists {now['train']} train, {now['val']} val and {now['test']} test files, "
+        f"the prepared copy holds {before}). Kept the prepared copy, so every attempt is scored on the same "
+        "data; start a new run to use the changed dataset."
+    )
+    log.warning("data.prepare.source_changed", message=message, out_dir=str(out_dir))
+    prepared.from_cache = True
+    prepared.source_changed = message
+    if source.test_labeled and not (private_dir / PRIVATE_LABELS_FILE).is_file():
+        if {s.id for s in source.test} >= set(prepared.test_ids):
+            _write_private_labels(private_dir, source, prepared.test_ids)
+        else:
+            log.warning("data.prepare.test_labels_lost", message="test labels are missing; no test score")
+    return prepared
 
 
 def profile_dataset(
