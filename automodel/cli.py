@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -178,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ConfigError, FileExistsError, FileNotFoundError, DiskFullError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        console.print(f"[bold red]error:[/] no space left on the device ({exc.filename or exc}). Every completed "
+                      "attempt is kept; free some space, then continue with --resume.")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the run directory keeps every completed attempt (use --resume)[/]")
