@@ -180,11 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError, FileNotFoundError, DiskFullError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, RuntimeError) as exc:
+        # AutoGen re-raises an agent's exception as RuntimeError("<Type>: <message>\nTraceback: ...")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or first.startswith(
+            ("DiskFullError:", "OSError: [Errno 28]")
+        )
+        if not full:
             raise
-        console.print(f"[bold red]error:[/] no space left on the device ({exc.filename or exc}). Every completed "
-                      "attempt is kept; free some space, then continue with --resume.")
+        console.print(f"[bold red]error:[/] no space left on the device ({first}). Every completed attempt is "
+                      "kept; free some space, then continue with --resume.")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the run directory keeps every completed attempt (use --resume)[/]")

@@ -47,11 +47,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "faults.md"
-RUN_ARGS = ["--iterations", "3", "--time-budget", "36", "--candidate-budget", "6", "--device", "cpu",
+RUN_ARGS = ["--iterations", "3", "--time-budget", "80", "--candidate-budget", "6", "--device", "cpu",
             "--threads", "1"]  # fmt: skip
-"""Small budgets: about three attempts of a few seconds each on the digits demo."""
+"""Small budgets: three or four attempts of a few seconds each on the digits demo (the team stops
+when less than 35 s of the time budget is left)."""
 
-POINTS = ("llm", "history", "promote", "swap", "final")
+POINTS = ("llm", "history", "promote", "swap", "final", "enospc")
 """Moments inside the orchestrator (see :func:`install_point`)."""
 OUTSIDE = ("training", "random")
 """Moments hit from outside with a real ``kill -9``."""
@@ -116,7 +117,7 @@ def install_point(point: str, nth: int) -> None:
         swap = RunStore._swap_best
 
         def half_swap(self: RunStore, new: Path) -> None:
-            if due() and self.best_dir.exists():
+            if self.best_dir.exists() and due():
                 store_module.durable_replace(self.best_dir, self.root / "best.old")
                 _die()
             swap(self, new)
@@ -131,8 +132,47 @@ def install_point(point: str, nth: int) -> None:
             return predict(self, *args, **kwargs)
 
         _patch(CandidateRunner, "predict", predict_and_die)
+    elif point == "enospc":  # the disk-full fallback without root: every later write in the run dir fails
+        append_first = store_module.append_line
+
+        def append_then_fill(path: Any, line: str) -> None:
+            append_first(path, line)
+            if Path(path).name == "history.jsonl" and due():
+                _refuse_writes(Path(path).resolve().parent)
+
+        _patch(store_module, "append_line", append_then_fill)
     else:
         raise SystemExit(f"unknown point {point!r}; choose one of {', '.join(POINTS)}")
+
+
+def _refuse_writes(root: Path) -> None:
+    """From now on, opening a file under ``root`` for writing fails with ENOSPC (an injected full disk)."""
+    import builtins
+    import errno
+
+    real_open, real_os_open = builtins.open, os.open
+    prefix = str(root)
+
+    def full(path: Any) -> OSError:
+        return OSError(errno.ENOSPC, "No space left on device (injected)", str(path))
+
+    def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(file, str | os.PathLike)
+            and str(Path(file).resolve()).startswith(prefix)
+            and (set(mode) & set("wax+"))
+        ):
+            raise full(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        if writing and str(Path(path).resolve()).startswith(prefix):
+            raise full(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    _patch(builtins, "open", guarded_open)
+    _patch(os, "open", guarded_os_open)
 
 
 def orchestrate(argv: list[str]) -> int:
@@ -202,12 +242,15 @@ def run_session(
     kill_when: Callable[[str, float], bool] | None = None,
     on_line: Callable[[str], None] | None = None,
     timeout_s: float = 240.0,
+    run_args: list[str] | None = None,
 ) -> Session:
     """Run one orchestrator session on ``out``; ``kill_when(line, elapsed)`` sends ``kill -9`` from outside."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "orchestrate"]
     if point:
         cmd += ["--point", point, "--nth", str(nth)]
-    cmd += ["--", "run", "demo", "--out", str(out), *RUN_ARGS] + (["--resume"] if resume else [])
+    cmd += ["--", "run", "demo", "--out", str(out), *(run_args or RUN_ARGS)] + (
+        ["--resume"] if resume else []
+    )
     session = Session(fault=point or ("outside" if kill_when else "none"))
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(cache),
@@ -362,6 +405,7 @@ class Scenario:
     """(kind, options): kind is a point, ``training``, ``random``, ``disk_full`` or ``data``."""
     disk: str | None = None
     """Size of a tmpfs that holds the run directory (needed by ``disk_full``)."""
+    run_args: list[str] = field(default_factory=lambda: list(RUN_ARGS))
     sessions: list[Session] = field(default_factory=list)
     check: Check | None = None
     errors: list[str] = field(default_factory=list)
@@ -433,23 +477,32 @@ def run_scenario(scenario: Scenario, workdir: Path, rng: random.Random) -> Scena
                     fault="data", fired=resume, output=_damage_dataset(cache, rng) if resume else ""
                 )
             elif kind == "disk_full":
-                session = _disk_full_session(out, cache, resume, mounted)
+                session = _disk_full_session(out, cache, resume, mounted, scenario.run_args)
             elif kind in POINTS:
-                session = run_session(out, cache, resume=resume, point=kind, nth=int(opts.get("nth", 1)))
+                session = run_session(
+                    out,
+                    cache,
+                    resume=resume,
+                    run_args=scenario.run_args,
+                    point=kind,
+                    nth=int(opts.get("nth", 1)),
+                )
             elif kind == "training":
-                session = run_session(out, cache, resume=resume, kill_when=_training_killer())
+                session = run_session(
+                    out, cache, resume=resume, run_args=scenario.run_args, kill_when=_training_killer()
+                )
             elif kind == "random":
                 session = run_session(
                     out, cache, resume=resume, kill_when=_random_killer(float(opts["at_s"]))
                 )
             else:
                 raise ValueError(f"unknown fault kind {kind!r}")
-            session.fault = kind
+            session.fault = session.fault if kind == "disk_full" else kind
             scenario.sessions.append(session)
             seen += history_lines(out)
             resume = resume or (out / "run.json").is_file()
         for _ in range(3):
-            session = run_session(out, cache, resume=resume)
+            session = run_session(out, cache, resume=resume, run_args=scenario.run_args)
             scenario.sessions.append(session)
             resume = True
             if session.returncode == 0:
@@ -458,18 +511,24 @@ def run_scenario(scenario: Scenario, workdir: Path, rng: random.Random) -> Scena
     return scenario
 
 
-def _disk_full_session(out: Path, cache: Path, resume: bool, mounted: bool) -> Session:
-    """Fill the run's tmpfs to the last byte once this session has recorded an attempt; free it after."""
+def _disk_full_session(out: Path, cache: Path, resume: bool, mounted: bool, run_args: list[str]) -> Session:
+    """Fill the run's tmpfs to the last byte while a candidate trains; free it after the session.
+
+    Without a tmpfs (not root) the orchestrator's own writes fail with an injected ENOSPC instead.
+    """
     if not mounted:
-        return Session(fault="disk_full", fired=False, output="tmpfs not available (needs root)")
-    start = len(history_lines(out))
+        session = run_session(out, cache, resume=resume, point="enospc", timeout_s=180, run_args=run_args)
+        session.fired = "(injected)" in session.output or session.returncode not in (0, -signal.SIGKILL)
+        session.fault = "disk_full_injected"
+        return session
     filled: list[Path] = []
 
     def on_line(line: str) -> None:
-        if not filled and len(history_lines(out)) > start:
+        if not filled and "epoch 1/" in line:  # a candidate is training: its checkpoint and record come next
             filled.append(_fill(out.parent))
 
-    session = run_session(out, cache, resume=resume, on_line=on_line, timeout_s=180)
+    session = run_session(out, cache, resume=resume, on_line=on_line, timeout_s=180, run_args=run_args)
+    session.fault = "disk_full"
     session.fired = bool(filled)
     for f in filled:
         f.unlink()
@@ -487,7 +546,7 @@ def plan(kills: int, seed: int) -> list[Scenario]:
     for i in range(kills):
         kind = kinds[i % len(kinds)]
         opts: dict[str, Any] = {}
-        if kind in ("llm", "history", "promote", "swap"):
+        if kind in ("llm", "history"):
             opts["nth"] = rng.randint(1, 2)
         if kind == "random":
             opts["at_s"] = round(rng.uniform(4.0, 30.0), 1)
@@ -497,8 +556,8 @@ def plan(kills: int, seed: int) -> list[Scenario]:
     for chain in chains:
         chain.sort(key=lambda m: m[0] == "final")
     scenarios = [Scenario(f"kills{i + 1}", chain) for i, chain in enumerate(chains)]
-    scenarios.append(Scenario("disk", [("random", {"at_s": 14.0}), ("disk_full", {})], disk="64m"))
-    scenarios.append(Scenario("data", [("history", {"nth": 1}), ("data", {}), ("training", {})]))
+    scenarios.append(Scenario("disk+data", [("random", {"at_s": 14.0}), ("data", {}), ("disk_full", {}),
+                                            ("training", {})], disk="64m"))  # fmt: skip
     return scenarios
 
 
@@ -519,7 +578,7 @@ def tabulate(scenarios: list[Scenario]) -> list[Outcome]:
             row.recorded += int(sc.check.recorded_right and sc.check.finished)
             row.lost += sc.check.lost
             row.orphans += s.orphans
-            if s.fault == "disk_full":
+            if s.fault.startswith("disk_full"):
                 tail = s.output.strip().splitlines()[-3:]
                 clear = any("no space left" in line.lower() and "--resume" in line for line in tail)
                 row.notes.append(f"{sc.name}: disk full -> exit {s.returncode}; clear last message: {clear}; "
