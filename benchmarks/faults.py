@@ -47,7 +47,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "faults.md"
-RUN_ARGS = ["--iterations", "3", "--time-budget", "80", "--candidate-budget", "6", "--device", "cpu",
+RUN_ARGS = ["--iterations", "3", "--time-budget", "75", "--candidate-budget", "5", "--device", "cpu",
             "--threads", "1"]  # fmt: skip
 """Small budgets: three or four attempts of a few seconds each on the digits demo (the team stops
 when less than 35 s of the time budget is left)."""
@@ -323,6 +323,19 @@ class Check:
     attempts: int = 0
     problems: list[str] = field(default_factory=list)
 
+    @staticmethod
+    def combine(checks: list[Check]) -> Check:
+        """One check for several run directories: all must be right; losses and problems add up."""
+        out = Check(finished=all(c.finished for c in checks), status_done=all(c.status_done for c in checks),
+                    best_ok=all(c.best_ok for c in checks), statuses_ok=all(c.statuses_ok for c in checks))  # fmt: skip
+        for c in checks:
+            out.lost += c.lost
+            out.duplicates += c.duplicates
+            out.attempts += c.attempts
+            out.leftovers += c.leftovers
+            out.problems += c.problems
+        return out
+
     @property
     def recorded_right(self) -> bool:
         return (
@@ -461,53 +474,66 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
+def _fault_session(
+    kind: str, opts: dict[str, Any], out: Path, cache: Path, resume: bool, mounted: bool, scenario: Scenario,
+    rng: random.Random,
+) -> Session:  # fmt: skip
+    args = scenario.run_args
+    if kind == "data":
+        return Session(fault="data", fired=resume, output=_damage_dataset(cache, rng) if resume else "")
+    if kind == "disk_full":
+        return _disk_full_session(out, cache, resume, mounted, args)
+    if kind in POINTS:
+        session = run_session(
+            out, cache, resume=resume, run_args=args, point=kind, nth=int(opts.get("nth", 1))
+        )
+    elif kind == "training":
+        session = run_session(out, cache, resume=resume, run_args=args, kill_when=_training_killer())
+    elif kind == "random":
+        session = run_session(
+            out, cache, resume=resume, run_args=args, kill_when=_random_killer(float(opts["at_s"]))
+        )
+    else:
+        raise ValueError(f"unknown fault kind {kind!r}")
+    session.fault = kind
+    return session
+
+
 def run_scenario(scenario: Scenario, workdir: Path, rng: random.Random) -> Scenario:
-    """Run ``scenario``'s faults one session each, then resume until the run finishes (at most 3 clean sessions)."""
+    """Run ``scenario``'s faults one session each on one run directory, then resume until the run finishes.
+
+    A fault whose session finished the whole run before the moment came is retried once on a
+    fresh run directory (a new segment); the finished segment is checked like the last one.
+    """
     base = workdir / scenario.name
     cache = base / "cache"
+    checks: list[Check] = []
     with tmpfs(base / "disk", scenario.disk) as mounted:
         if scenario.disk and not mounted:
-            scenario.errors.append("tmpfs not available (needs root): disk-full faults not injected")
-        out = base / "disk" / "run"
+            scenario.errors.append("tmpfs not available (needs root): disk-full faults injected in-process")
+        segment = 1
+        out = base / "disk" / "run1"
         seen: list[dict[str, Any]] = []
         resume = False
         for kind, opts in scenario.faults:
-            if kind == "data":
-                session = Session(
-                    fault="data", fired=resume, output=_damage_dataset(cache, rng) if resume else ""
-                )
-            elif kind == "disk_full":
-                session = _disk_full_session(out, cache, resume, mounted, scenario.run_args)
-            elif kind in POINTS:
-                session = run_session(
-                    out,
-                    cache,
-                    resume=resume,
-                    run_args=scenario.run_args,
-                    point=kind,
-                    nth=int(opts.get("nth", 1)),
-                )
-            elif kind == "training":
-                session = run_session(
-                    out, cache, resume=resume, run_args=scenario.run_args, kill_when=_training_killer()
-                )
-            elif kind == "random":
-                session = run_session(
-                    out, cache, resume=resume, kill_when=_random_killer(float(opts["at_s"]))
-                )
-            else:
-                raise ValueError(f"unknown fault kind {kind!r}")
-            session.fault = session.fault if kind == "disk_full" else kind
-            scenario.sessions.append(session)
-            seen += history_lines(out)
-            resume = resume or (out / "run.json").is_file()
+            for _try in range(2):
+                session = _fault_session(kind, opts, out, cache, resume, mounted, scenario, rng)
+                scenario.sessions.append(session)
+                seen += history_lines(out)
+                resume = resume or (out / "run.json").is_file()
+                if session.fired or session.returncode != 0:
+                    break
+                checks.append(check_run(out, seen))  # this run is over: the fault gets a new one
+                segment += 1
+                out, seen, resume = base / "disk" / f"run{segment}", [], False
         for _ in range(3):
             session = run_session(out, cache, resume=resume, run_args=scenario.run_args)
             scenario.sessions.append(session)
             resume = True
             if session.returncode == 0:
                 break
-        scenario.check = check_run(out, seen)
+        checks.append(check_run(out, seen))
+    scenario.check = Check.combine(checks)
     return scenario
 
 
@@ -538,20 +564,22 @@ def _disk_full_session(out: Path, cache: Path, resume: bool, mounted: bool, run_
 # ------------------------------------------------------------------ the benchmark
 
 
+KILLS = ("promote", "llm", "history", "training", "swap", "random", "final")
+"""The kill moments, cycled; ``final`` is kept last in its chain (it needs a session that reaches the end)."""
+
+
 def plan(kills: int, seed: int) -> list[Scenario]:
-    """Kill moments spread over chains of five, plus the disk and data scenarios."""
+    """``kills`` kill moments in chains of five, plus one scenario for a damaged dataset and a full disk."""
     rng = random.Random(seed)
     moments: list[tuple[str, dict[str, Any]]] = []
-    kinds = [*POINTS, *OUTSIDE]
     for i in range(kills):
-        kind = kinds[i % len(kinds)]
+        kind = KILLS[i % len(KILLS)]
         opts: dict[str, Any] = {}
         if kind in ("llm", "history"):
             opts["nth"] = rng.randint(1, 2)
         if kind == "random":
             opts["at_s"] = round(rng.uniform(4.0, 30.0), 1)
         moments.append((kind, opts))
-    # "final" only fires in a session that reaches the end of the run: keep it last in its chain
     chains = [moments[i : i + 5] for i in range(0, len(moments), 5)]
     for chain in chains:
         chain.sort(key=lambda m: m[0] == "final")
@@ -637,11 +665,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", type=Path, default=None, help="write every session's output here")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    command = "python benchmarks/faults.py " + " ".join(argv)
     scenarios = [s for s in plan(args.kills, args.seed) if not args.only or s.name in args.only]
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="automodel-faults-") as tmp:
         for sc in scenarios:
             run_scenario(sc, Path(tmp), rng)
+            done = [x for x in scenarios if x.check is not None]
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(
+                render(tabulate(done), done, time.monotonic() - started, command), encoding="utf-8"
+            )
             if args.logs is not None:
                 args.logs.mkdir(parents=True, exist_ok=True)
                 for i, s in enumerate(sc.sessions):
