@@ -134,16 +134,22 @@ class RunStore:
         return max(a.iteration for a in done) + 1 if done else 1
 
     def record(self, attempt: Attempt) -> None:
-        """Append one attempt to ``history.jsonl`` (fsynced), completing a pending promotion of it.
+        """Append one attempt to ``history.jsonl`` (fsynced).
 
-        An iteration already in the history (written by a store repair) is not written twice.
+        Either order of the executor's two steps is one recoverable step: an ``improved``
+        attempt recorded before its :meth:`promote` writes the promotion record first; one
+        recorded after it completes (clears) the record. An iteration already in the history
+        (written by a store repair) is not written twice.
         """
+        pending = self._pending_promotion()
+        done = self._best_iteration() == attempt.iteration
+        if attempt.status == "improved" and not done and pending is None:
+            self._write_promotion(attempt.iteration)
         if any(a.iteration == attempt.iteration for a in self.history()):
             log.warning("store.record.duplicate", iteration=attempt.iteration)
         else:
             append_line(self.history_path, attempt.model_dump_json())
-        pending = self._pending_promotion()
-        if pending is not None and pending.get("iteration") == attempt.iteration:
+        if done and pending is not None and pending.get("iteration") == attempt.iteration:
             self._clear_promotion()
 
     # best
@@ -162,11 +168,19 @@ class RunStore:
     def promote(self, iteration: int) -> None:
         """Make iteration ``iteration`` the best: components, checkpoint and metrics.
 
-        Write-ahead: ``promotion.json`` is written first and removed by :meth:`record` of the
-        same iteration; a kill in between is repaired when the store is next opened.
+        Write-ahead: ``promotion.json`` names the iteration before ``best/`` changes and is
+        removed once both ``best/`` and the history line exist (by whichever of this and
+        :meth:`record` comes second); a kill in between is repaired when the store is next opened.
         """
-        atomic_write_json(self.promotion_path, {"iteration": iteration, "time": time.time()})
+        pending = self._pending_promotion()
+        if pending is None or pending.get("iteration") != iteration:
+            self._write_promotion(iteration)
         self._promote(iteration)
+        if any(a.iteration == iteration for a in self.history()):
+            self._clear_promotion()
+
+    def _write_promotion(self, iteration: int) -> None:
+        atomic_write_json(self.promotion_path, {"iteration": iteration, "time": time.time()})
 
     def _best_iteration(self) -> int | None:
         try:
@@ -218,6 +232,17 @@ class RunStore:
             self._repair_promotion(int(pending["iteration"]))
         elif new.exists():
             shutil.rmtree(new)
+        self._check_best_is_last_improved()
+
+    def _check_best_is_last_improved(self) -> None:
+        """Safety net without a record: the last ``improved`` line whose folder still has weights is best/."""
+        improved = [a.iteration for a in self.history() if a.status == "improved"]
+        if not improved or self._best_iteration() == improved[-1]:
+            return
+        src = self.iteration_dir(improved[-1])
+        if (src / "checkpoint.pt").is_file() and (src / "metrics.json").is_file():
+            log.warning("store.best.behind_history", best=self._best_iteration(), promoted=improved[-1])
+            self._promote(improved[-1])
 
     def _pending_promotion(self) -> dict[str, Any] | None:
         try:

@@ -1,7 +1,8 @@
 """kill -9 at every durable step of the run store: reopening repairs, and no completed attempt is lost.
 
-A forked child plays the executor's part for five attempts (promote + record, or drop +
-record) and SIGKILLs itself just before its K-th fsync or rename, for every K. The parent
+A forked child plays the executor's part for five attempts (promote and record, in either
+order, or drop and record) and SIGKILLs itself just before its K-th fsync or rename, for
+every K. The parent
 reopens the store (which repairs), finishes the remaining attempts the same way and checks
 that the history is exactly what an uninterrupted run writes and that ``best/`` is whole.
 """
@@ -12,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,21 @@ from automodel.interfaces import COMPONENT_FILES
 from automodel.store import Attempt, RunStore
 
 pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def fast_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder in RAM when there is one (/dev/shm): the kill moments are the same, fsync costs nothing."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(dir=shm, prefix="automodel-store-kill-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 VALS = [0.5, 0.4, 0.7, 0.6, 0.8]
 CLEAN = [
@@ -31,7 +49,7 @@ CLEAN = [
 ]
 
 
-def _attempt(store: RunStore, val: float) -> None:
+def _attempt(store: RunStore, val: float, record_first: bool) -> None:
     """What automodel/roles/_executor.py does with one finished candidate."""
     iteration = store.next_iteration()
     work = store.iteration_dir(iteration)
@@ -47,23 +65,27 @@ def _attempt(store: RunStore, val: float) -> None:
     )
     best = store.best_val_accuracy()
     improved = best is None or val > best
+    attempt = Attempt(iteration=iteration, target="analyst", change=f"c{iteration}",
+                      status="improved" if improved else "discarded", val_accuracy=val,
+                      best_val_accuracy=val if improved else best)  # fmt: skip
+    if record_first:  # the order of automodel/roles/_executor.py on main after the sandbox merge
+        store.record(attempt)
     if improved:
         store.promote(iteration)
     else:
         store.drop_checkpoint(iteration)
-    store.record(Attempt(iteration=iteration, target="analyst", change=f"c{iteration}",
-                         status="improved" if improved else "discarded", val_accuracy=val,
-                         best_val_accuracy=val if improved else best))  # fmt: skip
+    if not record_first:
+        store.record(attempt)
 
 
-def _finish(root: Path) -> RunStore:
+def _finish(root: Path, record_first: bool) -> RunStore:
     store = RunStore(root)
     for val in VALS[len(store.history()) :]:
-        _attempt(store, val)
+        _attempt(store, val, record_first)
     return store
 
 
-def _child(root: Path, kill_at: int) -> None:
+def _child(root: Path, kill_at: int, record_first: bool) -> None:
     """Run the attempts, dying just before the ``kill_at``-th fsync or rename."""
     count = {"n": 0}
     real_fsync, real_replace = os.fsync, os.replace
@@ -82,33 +104,34 @@ def _child(root: Path, kill_at: int) -> None:
         real_replace(src, dst)
 
     os.fsync, os.replace = fsync, replace  # this forked child only
-    _finish(root)
+    _finish(root, record_first)
     os._exit(0 if count["n"] < kill_at else 3)
 
 
-def _run_child(root: Path, kill_at: int) -> int:
+def _run_child(root: Path, kill_at: int, record_first: bool) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         try:
-            _child(root, kill_at)
+            _child(root, kill_at, record_first)
         finally:
             os._exit(4)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
 
-def test_kill_at_every_durable_step_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("record_first", [False, True], ids=["promote-then-record", "record-then-promote"])
+def test_kill_at_every_durable_step_loses_nothing(fast_dir: Path, record_first: bool) -> None:
     killed = 0
     for kill_at in range(1, 400):
-        root = tmp_path / f"k{kill_at}"
-        code = _run_child(root, kill_at)
+        root = fast_dir / f"k{kill_at}"
+        code = _run_child(root, kill_at, record_first)
         assert code in (-signal.SIGKILL, 0), f"child failed with {code} at step {kill_at}"
         before = (
             [(a.iteration, a.status, a.val_accuracy) for a in RunStore(root).history()]
             if root.exists()
             else []
         )
-        store = _finish(root)
+        store = _finish(root, record_first)
         history = [(a.iteration, a.status, a.val_accuracy) for a in store.history()]
         assert history == CLEAN, f"step {kill_at}: {history}"
         assert history[: len(before)] == before
@@ -116,6 +139,7 @@ def test_kill_at_every_durable_step_loses_nothing(tmp_path: Path) -> None:
         assert (store.best_dir / "checkpoint.pt").read_bytes() == b"weights 5"
         assert not store.promotion_path.exists() and not (root / "best.new").exists()
         assert not (root / "best.old").exists()
+        shutil.rmtree(root)
         if code == 0:  # the child got through every step: all kill moments are covered
             break
         killed += 1
