@@ -117,8 +117,9 @@ def install_point(point: str, nth: int) -> None:
         swap = RunStore._swap_best
 
         def half_swap(self: RunStore, new: Path) -> None:
-            if self.best_dir.exists() and due():
-                store_module.durable_replace(self.best_dir, self.root / "best.old")
+            if due():  # best.new is complete; the old best/ (if any) is moved aside, the new one not in yet
+                if self.best_dir.exists():
+                    store_module.durable_replace(self.best_dir, self.root / "best.old")
                 _die()
             swap(self, new)
 
