@@ -263,6 +263,7 @@ def run_session(
         if not killed.is_set() and proc.poll() is None:
             killed.set()
             os.kill(proc.pid, signal.SIGKILL)
+            session.orphans += _reap_orphans(out, wait_s=10.0)  # they would hold the output pipe open
 
     def watch_clock() -> None:
         while proc.poll() is None and not killed.is_set():
@@ -287,7 +288,7 @@ def run_session(
     session.fired = proc.returncode == -signal.SIGKILL
     session.seconds = round(time.monotonic() - started, 1)
     session.output = "".join(lines)
-    session.orphans = _reap_orphans(out)
+    session.orphans += _reap_orphans(out)
     return session
 
 

@@ -152,3 +152,29 @@ def test_resumed_run_keeps_its_prepared_copy_when_the_dataset_changes(tmp_path: 
     assert np.array_equal(kept.arrays("train")[0], x_before)
     fresh = _prepare(tmp_path / "ds", tmp_path)
     assert not fresh.from_cache and fresh.meta.counts["train"] + fresh.meta.counts["val"] == 8
+
+
+def test_decode_pool_workers_die_with_a_killed_parent() -> None:
+    """kill -9 of a process that is decoding must not leave its pool workers waiting forever."""
+    import time
+
+    code = (
+        "import multiprocessing as mp, os, signal\nfrom concurrent.futures import ProcessPoolExecutor\n"
+        "from automodel.data._collect import die_with_parent\n"
+        "pool = ProcessPoolExecutor(1, mp_context=mp.get_context('fork'), initializer=die_with_parent)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    worker = Path(f"/proc/{int(proc.stdout.strip())}")
+    deadline = time.monotonic() + 30
+    while worker.exists() and "zombie" not in _state(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not worker.exists() or "zombie" in _state(worker)
+
+
+def _state(proc: Path) -> str:
+    try:
+        return next(line for line in (proc / "status").read_text().splitlines() if line.startswith("State"))
+    except (OSError, StopIteration):
+        return "zombie"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing as mp
+import os
+import signal
 import statistics
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +37,7 @@ log = structlog.get_logger(__name__)
 POOL_MIN_ITEMS = 1000
 """Below this many files the pool's start-up costs more than it saves."""
 _CHUNK = 64
+_PR_SET_PDEATHSIG = 1
 MIN_STORED_SIZE = 8
 
 Allocator = Callable[[tuple[int, ...]], np.ndarray]
@@ -91,6 +96,24 @@ def _decode_chunk(
     return [(i, decode_file(Path(p), size, max_pixels)) for i, p in chunk]
 
 
+def die_with_parent() -> None:
+    """Pool worker initializer: on Linux, get SIGKILL when the parent dies.
+
+    Without it, a ``kill -9`` of the orchestrator while it decodes leaves forked workers
+    waiting forever on their task queue (and holding the orchestrator's stdout open).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError) as exc:  # no prctl in this libc: the worker just lacks the guard
+        log.info("data.pool.no_pdeathsig", error=str(exc))
+        return
+    if os.getppid() == 1:  # the parent died before the guard was set
+        os._exit(1)
+
+
 class DecodePool:
     """A process pool started on first use, shared by every pass of one preparation.
 
@@ -112,7 +135,9 @@ class DecodePool:
             method = "fork" if "fork" in methods and threading.active_count() == 1 else "forkserver"
             if method not in methods:
                 method = "spawn"
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context(method))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context(method), initializer=die_with_parent
+            )
         yield from self._pool.map(fn, jobs)
 
     def close(self) -> None:
