@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -220,6 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``automodel`` command."""
+    from automodel._io import DiskFullError
     from automodel._logs import configure_logging
     from automodel.config import ConfigError
     from automodel.data import DataError
@@ -235,8 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
         return 2
-    except (ConfigError, ExecutorError, SettingsError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, ExecutorError, SettingsError, FileExistsError, FileNotFoundError, DiskFullError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except (OSError, RuntimeError) as exc:
+        # AutoGen re-raises an agent's exception as RuntimeError("<Type>: <message>\nTraceback: ...")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or first.startswith(
+            ("DiskFullError:", "OSError: [Errno 28]")
+        )
+        if not full:
+            raise
+        console.print(f"[bold red]error:[/] no space left on the device ({first}). Every completed attempt is "
+                      "kept; free some space, then continue with --resume.")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the run directory keeps every completed attempt (use --resume)[/]")

@@ -56,7 +56,8 @@ def prepare_run(opts: RunSettings) -> RunStore:
     options: dict[str, Any] = {k: v for k, v in (("max_train", settings.max_train), ("max_test", settings.max_test)) if v}
     ws = open_workspace(settings.data, out, description=settings.description, device=settings.device,
                         seed=settings.seed, val_fraction=settings.val_fraction, id_col=settings.id_col,
-                        label_col=settings.label_col, weights_dir=settings.weights_dir, **options)
+                        label_col=settings.label_col, weights_dir=settings.weights_dir, keep_prepared=opts.resume,
+                        **options)
     if opts.resume:
         store.update_run(status="running", sessions=int(existing.get("sessions", 1)) + 1)
         forget_run(out)

@@ -119,12 +119,17 @@ def open_workspace(
     id_col: str | None = None,
     label_col: str | None = None,
     weights_dir: str | Path | None = None,
+    keep_prepared: bool = False,
     **source_options: Any,
 ) -> Workspace:
-    """Resolve and prepare ``data`` into ``out/data`` (decoded once, reused on resume)."""
+    """Resolve and prepare ``data`` into ``out/data`` (decoded once, reused on resume).
+
+    ``keep_prepared`` (a resumed run): keep ``out/data`` even if the dataset's files changed since.
+    """
     store = RunStore(out)
     source = resolve_source(str(data), id_col=id_col, label_col=label_col, **source_options)
-    prepared = prepare_dataset(source, store.data_dir, private_dir=store.private_dir, seed=seed, val_fraction=val_fraction)
+    prepared = prepare_dataset(source, store.data_dir, private_dir=store.private_dir, seed=seed,
+                               val_fraction=val_fraction, keep_prepared=keep_prepared)
     held_out = [store.private_dir]
     if source.root is not None:
         root = Path(source.root).resolve()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing as mp
+import os
+import signal
 import statistics
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +37,8 @@ log = structlog.get_logger(__name__)
 POOL_MIN_ITEMS = 1000
 """Below this many files the pool's start-up costs more than it saves."""
 _CHUNK = 64
+_PR_SET_PDEATHSIG = 1
+MIN_STORED_SIZE = 8
 
 Allocator = Callable[[tuple[int, ...]], np.ndarray]
 
@@ -61,13 +67,14 @@ class Collected:
 def choose_stored_size(sizes: list[tuple[int, int]]) -> int:
     """The stored square side for these ``(width, height)`` sizes.
 
-    All images the same size with the longer side <= 64: their shorter side (native size).
+    All images the same size with the longer side <= 64: their shorter side (native size),
+    at least 8 (1x1 images are not stored at 1x1, which no network can pool).
     Otherwise the median shorter side, capped at 160, rounded to a multiple of 8 (>= 16).
     """
     if not sizes:
         return 32
     if len(set(sizes)) == 1 and max(sizes[0]) <= 64:
-        return min(sizes[0])
+        return max(MIN_STORED_SIZE, min(sizes[0]))
     median = statistics.median(min(w, h) for w, h in sizes)
     return int(max(16, min(160, round(median / 8) * 8)))
 
@@ -87,6 +94,24 @@ def _decode_chunk(
 ) -> list[tuple[int, Decoded | tuple[str, str]]]:
     chunk, size, max_pixels = args
     return [(i, decode_file(Path(p), size, max_pixels)) for i, p in chunk]
+
+
+def die_with_parent() -> None:
+    """Pool worker initializer: on Linux, get SIGKILL when the parent dies.
+
+    Without it, a ``kill -9`` of the orchestrator while it decodes leaves forked workers
+    waiting forever on their task queue (and holding the orchestrator's stdout open).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError) as exc:  # no prctl in this libc: the worker just lacks the guard
+        log.info("data.pool.no_pdeathsig", error=str(exc))
+        return
+    if os.getppid() == 1:  # the parent died before the guard was set
+        os._exit(1)
 
 
 class DecodePool:
@@ -110,7 +135,9 @@ class DecodePool:
             method = "fork" if "fork" in methods and threading.active_count() == 1 else "forkserver"
             if method not in methods:
                 method = "spawn"
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context(method))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context(method), initializer=die_with_parent
+            )
         yield from self._pool.map(fn, jobs)
 
     def close(self) -> None:

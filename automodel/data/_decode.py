@@ -9,7 +9,8 @@ counted skip, never a traceback. Decoding rules:
 * EXIF orientation is applied (``ImageOps.exif_transpose``);
 * JPEGs are decoded at a reduced scale (``Image.draft``) when much larger than needed;
   images above ``max_pixels`` are skipped as ``too_large`` before any decoding;
-* squaring: the shorter side is resized to ``size`` and the longer side centre-cropped.
+* squaring: the shorter side is resized to ``size`` and the longer side centre-cropped, the
+  crop taken first so memory stays bounded for any aspect ratio.
 """
 
 from __future__ import annotations
@@ -141,19 +142,21 @@ def normalize_mode(img: Image.Image) -> Image.Image:
 
 
 def fit_square(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and centre-crop the longer one."""
+    """Resize the shorter side to ``size`` and centre-crop the longer one.
+
+    The centre square is cut from the source first and only it is resized, so the memory
+    used is bounded by the source plus ``size`` x ``size`` whatever the aspect ratio (an
+    8000x1 strip is never upscaled to 1,280,000x160 first).
+    """
     w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        if scale < 1:
-            img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        else:
-            img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    if (nw, nh) != (size, size):
-        img = img.crop((left, top, left + size, top + size))
-    return img
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    box = (left, top, left + side, top + side)
+    if side == size and (w, h) == (size, size):
+        return img
+    if side > size:
+        return img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    return img.resize((size, size), Image.Resampling.BICUBIC, box=box)
 
 
 def _finish(img: Image.Image, size: int, width: int, height: int, mode: str) -> Decoded:

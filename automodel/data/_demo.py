@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
+from automodel._io import atomic_open, atomic_write_text
 from automodel.data._errors import DataError
 from automodel.data._source import DatasetSource, SourceInfo, cache_dir, register_source
 from automodel.data._split import stratified_split
@@ -43,12 +43,10 @@ class DemoDataset:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def write_digits_demo(
@@ -101,7 +99,7 @@ def write_digits_demo(
     _write_csv(root / "train.csv", ["id", "label"], train_rows)
     _write_csv(root / "sample_submission.csv", ["id", "label"], [[r[0], "0"] for r in test_rows])
     _write_csv(answers_csv, ["id", "label"], test_rows)
-    marker.write_text(json.dumps(settings))
+    atomic_write_text(marker, json.dumps(settings))  # the commit mark: written last
     log.info(
         "data.demo.written",
         root=str(root),

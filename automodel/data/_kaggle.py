@@ -4,10 +4,11 @@ Recognised files (first match wins, each overridable by an option):
 
 * labels CSV: ``train.csv``, ``labels.csv``, ``train_labels.csv``, ``trainLabels.csv``, or the
   only other CSV in the root (``labels_csv=``);
-* images: ``train/``, ``train_images/``, ``images/``, ``imgs/``, or the root (``images_dir=``);
+* images: ``train/``, ``train_images/``, ``images/``, ``imgs/`` (any case), a train split folder in
+  another usual spelling (``Training/``, ``train_set/``), or the root (``images_dir=``);
   ids match a file by relative path, file name, or name without extension;
 * unlabeled test: ``sample_submission.csv`` (defines the submission columns and id order),
-  else ``test.csv``, else the files of ``test/`` / ``test_images/`` (``test_dir=``);
+  else ``test.csv``, else the files of ``test/`` / ``test_images/`` / ``Testing/`` (``test_dir=``);
 * ``answers_csv=``: known test labels kept outside the dataset (the bundled demo).
 """
 
@@ -22,6 +23,7 @@ import structlog
 
 from automodel.data._decode import is_image_name
 from automodel.data._errors import DataError, SkipReport
+from automodel.data._layout import find_split_dirs, warn_layout
 from automodel.data._source import (
     DatasetSource,
     Sample,
@@ -31,6 +33,7 @@ from automodel.data._source import (
     register_source,
     sorted_classes,
 )
+from automodel.data._walk import walk_files
 
 __all__ = ["detect_columns", "load_kaggle", "read_csv"]
 
@@ -100,9 +103,9 @@ def detect_columns(
 class _Index:
     """Finds the image file for an id: relative path, file name, or stem."""
 
-    def __init__(self, folder: Path, root: Path) -> None:
+    def __init__(self, folder: Path, root: Path, skips: SkipReport) -> None:
         self.folder, self.root = folder, root
-        self.files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        self.files = walk_files(folder, root, skips) if folder.is_dir() else []
         self.by_name: dict[str, Path] = {}
         self.by_stem: dict[str, Path] = {}
         for p in self.files:
@@ -117,13 +120,18 @@ class _Index:
         return self.by_name.get(Path(key).name) or self.by_stem.get(key) or self.by_stem.get(Path(key).stem)
 
 
-def _first_dir(root: Path, names: tuple[str, ...], given: str | Path | None) -> Path | None:
+def _first_dir(root: Path, names: tuple[str, ...], given: str | Path | None, split: str) -> Path | None:
+    """The folder given, else the first of ``names`` (any case), else ``split``'s folder in any spelling."""
     if given is not None:
         path = Path(given) if Path(given).is_absolute() else root / given
         if not path.is_dir():
             raise DataError(f"Image folder {str(path)!r} does not exist; check images_dir/test_dir.")
         return path
-    return next((root / n for n in names if (root / n).is_dir()), None)
+    by_lower = {
+        p.name.lower(): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
+    hit = next((by_lower[n] for n in names if n in by_lower), None)
+    return hit or find_split_dirs(root).get(split)
 
 
 def _labels_csv(root: Path, given: str | Path | None) -> Path:
@@ -203,13 +211,16 @@ def load_kaggle(
     columns, rows = read_csv(labels_path)
     idc, labc = detect_columns(columns, labels_path, id_col=id_col, label_col=label_col)
     assert labc is not None
-    img_dir = _first_dir(root, IMAGE_DIRS, images_dir) or root
-    index = _Index(img_dir, root)
+    img_dir = _first_dir(root, IMAGE_DIRS, images_dir, "train") or root
+    index = _Index(img_dir, root, skips)
     train = _train_samples(rows, idc, labc, index, labels_path, skips)
     classes = sorted_classes(s.label for s in train if s.label is not None)
     check_classes(classes, f"Kaggle labels {str(labels_path)!r}")
 
-    test, submission, labeled = _test_samples(root, idc, labc, index, test_dir, answers_csv, classes, skips)
+    warnings: list[str] = []
+    test, submission, labeled = _test_samples(
+        root, idc, labc, index, test_dir, answers_csv, classes, skips, warnings
+    )
     if img_dir != root:
         used = {s.path for s in train} | {s.path for s in test}
         for p in index.files:
@@ -226,6 +237,7 @@ def load_kaggle(
         submission=submission,
         skips=skips,
         root=root,
+        warnings=warnings,
     )
 
 
@@ -238,14 +250,17 @@ def _test_samples(
     answers_csv: str | Path | None,
     classes: list[str],
     skips: SkipReport,
+    warnings: list[str],
 ) -> tuple[list[Sample], SubmissionFormat | None, bool]:
-    folder = _first_dir(root, TEST_DIRS, test_dir)
-    index = _Index(folder, root) if folder is not None else train_index
+    folder = _first_dir(root, TEST_DIRS, test_dir, "test")
+    index = _Index(folder, root, skips) if folder is not None else train_index
     labels: dict[str, str] = {}
     sub_path = next(
         (p for p in sorted(root.glob("*.csv")) if p.name.lower() == "sample_submission.csv"), None
     )
-    test_csv = root / "test.csv"
+    test_csv = next(
+        (p for p in sorted(root.glob("*.csv")) if p.name.lower() == "test.csv"), root / "test.csv"
+    )
     if sub_path is not None:
         columns, rows = read_csv(sub_path)
         if len(columns) > 2:
@@ -283,6 +298,7 @@ def _test_samples(
             skips.add("missing_test_file", f"test id={key!r}", "listed for the submission but no image found")
             continue
         test.append(Sample(id=key, label=labels.get(key), path=path))
+    _explain_missing_test(root, folder, sub_path or test_csv, len(dict.fromkeys(ids)), len(test), warnings)
     labeled = bool(test) and all(s.label is not None for s in test)
     if labels and not labeled:
         log.warning("data.kaggle.partial_test_labels", known=len(labels), test=len(test))
@@ -295,6 +311,34 @@ def _test_samples(
     submission = SubmissionFormat(id_col=sub_id, label_col=sub_label, ids=list(dict.fromkeys(ids)),
                                   sample_path=str(sub_path.resolve()) if sub_path is not None else None)
     return test, submission, labeled
+
+
+def _explain_missing_test(
+    root: Path, folder: Path | None, listing: Path, listed: int, found: int, warnings: list[str]
+) -> None:
+    """A sentence for test ids without images: most often a missing ``test/`` folder."""
+    if found == listed:
+        return
+    if folder is None:
+        warn_layout(
+            warnings,
+            "data.kaggle.no_test_folder",
+            f"{listing.name} lists {listed} test ids but {str(root)!r} has no test image folder (looked for "
+            f"{', '.join(d + '/' for d in TEST_DIRS)} and other spellings such as Testing/); {listed - found} "
+            "ids have no image, so their predictions cannot be made. Put the test images in "
+            f"{str(root / 'test')!r} or pass test_dir=.",
+            listed=listed,
+            found=found,
+        )
+    else:
+        warn_layout(
+            warnings,
+            "data.kaggle.missing_test_images",
+            f"{listed - found} of the {listed} test ids listed in {listing.name} have no image in "
+            f"{str(folder)!r}; submission.csv will lack those rows. Add the missing images or fix the ids.",
+            listed=listed,
+            found=found,
+        )
 
 
 def _detect(spec: str) -> bool:

@@ -26,9 +26,11 @@ import numpy as np
 import structlog
 from pydantic import BaseModel
 
+from automodel._io import atomic_open, atomic_write_json, atomic_write_text, durable_replace, fsync_path
 from automodel.data._collect import Collected, DecodePool, choose_stored_size, decode_samples, scan_sizes
 from automodel.data._decode import MAX_PIXELS
 from automodel.data._errors import DataError, SkipReport
+from automodel.data._layout import warn_layout
 from automodel.data._profile import DatasetProfile, build_profile
 from automodel.data._source import SPLITS, DatasetSource, Sample, SubmissionFormat, resolve_source
 from automodel.data._split import stratified_split
@@ -55,6 +57,8 @@ META_FILE = "meta.json"
 TEST_IDS_FILE = "test_ids.json"
 PRIVATE_LABELS_FILE = "test_labels.json"
 _ROWS_PER_WRITE = 2048
+TINY_SIDE = 4
+"""Images with a shorter side under ``max(TINY_SIDE, stored_size / 8)`` pixels are reported as tiny."""
 
 
 class PreparedMeta(BaseModel):
@@ -111,6 +115,8 @@ class PreparedData:
     mmap: bool = False
     from_cache: bool = False
     """True when :func:`prepare_dataset` reused existing arrays without decoding."""
+    source_changed: str = ""
+    """Why the arrays were kept although the source files changed (``keep_prepared``), else empty."""
     _arrays: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -164,21 +170,9 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = _tmp(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8"))
-
-
 def _write_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = _tmp(path)
-    with tmp.open("wb") as fh:
+    with atomic_open(path, "wb") as fh:
         np.save(fh, arr)
-    os.replace(tmp, path)
 
 
 def _write_images(
@@ -201,7 +195,7 @@ def _write_images(
             total_sq += (f * f).sum(axis=0)
     out.flush()
     del out
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
     pixels = max(n * size * size, 1)
     mean = total / pixels
     std = np.sqrt(np.maximum(total_sq / pixels - mean * mean, 0.0))
@@ -256,18 +250,21 @@ def _write_private_labels(private_dir: Path, source: DatasetSource, test_ids: li
     by_id = {s.id: s.label for s in source.test}
     index = {c: i for i, c in enumerate(source.classes)}
     labels = [by_id[i] for i in test_ids]
-    _write_json(path, {"ids": test_ids, "labels": labels, "targets": [index[str(lab)] for lab in labels]})
+    atomic_write_json(
+        path, {"ids": test_ids, "labels": labels, "targets": [index[str(lab)] for lab in labels]}
+    )
 
 
-def _cached(out_dir: Path, fingerprint: str, has_test: bool) -> bool:
+def _complete_meta(out_dir: Path, has_test: bool) -> dict[str, Any] | None:
+    """``meta.json`` of a complete prepared directory, else None."""
     try:
         meta = json.loads((out_dir / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
     needed = ["train_x.npy", "train_y.npy", "val_x.npy", "val_y.npy"]
     if has_test:
         needed += ["test_x.npy", TEST_IDS_FILE]
-    return meta.get("fingerprint") == fingerprint and all((out_dir / n).is_file() for n in needed)
+    return meta if isinstance(meta, dict) and all((out_dir / n).is_file() for n in needed) else None
 
 
 def prepare_dataset(
@@ -281,6 +278,7 @@ def prepare_dataset(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     workers: int = 2,
     max_pixels: int = MAX_PIXELS,
+    keep_prepared: bool = False,
     **resolve_options: Any,
 ) -> PreparedData:
     """Decode every image once into ``.npy`` arrays in ``out_dir`` (see the module docstring).
@@ -295,6 +293,10 @@ def prepare_dataset(
         out_dir: where the arrays and ``meta.json`` go (readable by component code).
         private_dir: where known test labels go; must not be inside ``out_dir``.
         workers: decoding processes (a pool is used only for larger datasets).
+        keep_prepared: when ``out_dir`` already holds this source's arrays but its files changed
+            since (vanished, rewritten, added), keep the arrays instead of decoding again, with a
+            warning (``PreparedData.source_changed``): a resumed run goes on with the data its
+            attempts were scored on.
 
     Raises:
         DataError: bad layout, fewer than two classes left after decoding, or misplaced dirs.
@@ -314,15 +316,27 @@ def prepare_dataset(
         "max_pixels": max_pixels,
     }
     fp = source_fingerprint(source, settings)
-    if _cached(out_dir, fp, bool(source.test)):
+    existing = _complete_meta(out_dir, bool(source.test) and not keep_prepared)
+    if existing is not None and existing.get("fingerprint") == fp:
         prepared = PreparedData.load(out_dir, memory_budget_bytes=memory_budget_bytes)
         prepared.from_cache = True
         _write_private_labels(private_dir, source, prepared.test_ids)
         log.info("data.prepare.cached", out_dir=str(out_dir), fingerprint=fp)
         return prepared
+    if (
+        keep_prepared
+        and existing is not None
+        and (existing.get("source_kind"), existing.get("source_spec"))
+        == (
+            source.kind,
+            source.spec,
+        )
+    ):
+        return _keep_changed(source, out_dir, private_dir, existing, memory_budget_bytes)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)  # arrays change below; meta.json is the commit mark
+    fsync_path(out_dir)
     work = out_dir / f".work-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     try:
@@ -341,6 +355,33 @@ def prepare_dataset(
         seconds=round(time.perf_counter() - started, 2),
     )
     return PreparedData.load(out_dir, memory_budget_bytes=memory_budget_bytes)
+
+
+def _keep_changed(
+    source: DatasetSource,
+    out_dir: Path,
+    private_dir: Path,
+    existing: dict[str, Any],
+    memory_budget_bytes: int,
+) -> PreparedData:
+    prepared = PreparedData.load(out_dir, memory_budget_bytes=memory_budget_bytes)
+    now = {name: len(source.split(name)) for name in SPLITS}
+    before = existing.get("counts", {})
+    message = (
+        f"the dataset {source.spec!r} changed since it was prepared in {str(out_dir)!r} (files vanished, were "
+        f"rewritten or added; it now lists {now['train']} train, {now['val']} val and {now['test']} test files, "
+        f"the prepared copy holds {before}). Kept the prepared copy, so every attempt is scored on the same "
+        "data; start a new run to use the changed dataset."
+    )
+    log.warning("data.prepare.source_changed", message=message, out_dir=str(out_dir))
+    prepared.from_cache = True
+    prepared.source_changed = message
+    if source.test_labeled and not (private_dir / PRIVATE_LABELS_FILE).is_file():
+        if {s.id for s in source.test} >= set(prepared.test_ids):
+            _write_private_labels(private_dir, source, prepared.test_ids)
+        else:
+            log.warning("data.prepare.test_labels_lost", message="test labels are missing; no test score")
+    return prepared
 
 
 def profile_dataset(
@@ -370,6 +411,70 @@ def profile_dataset(
             **resolve_options,
         )
         return prepared.meta.profile
+
+
+def _check_class_sizes(
+    source: DatasetSource, train_y: np.ndarray, val: Collected, skips: SkipReport, warnings: list[str]
+) -> None:
+    """Stop on classes too small to train and validate on; warn on classes absent from a val folder.
+
+    Without a val folder a class needs 2 train images (one is cut for validation); with one, 1.
+
+    Raises:
+        DataError: naming every class below the minimum and its count.
+    """
+    need = 2 if source.val is None else 1
+    per_class = np.bincount(train_y, minlength=len(source.classes)).tolist()
+    small = [(c, n) for c, n in zip(source.classes, per_class, strict=True) if n < need]
+    if small:
+        shown = ", ".join(f"{c!r} ({n})" for c, n in small[:20]) + (" ..." if len(small) > 20 else "")
+        why = (
+            "one to train on and one to validate on"
+            if need == 2
+            else "the val folder holds the validation images"
+        )
+        where = (
+            "Every class"
+            if len(small) == len(source.classes)
+            else f"{len(small)} of {len(source.classes)} classes"
+        )
+        skipped = f" Skipped files: {skips.as_dict()}." if skips.total else ""
+        raise DataError(
+            f"{where} of {source.spec!r} have fewer than {need} usable train image(s): {shown}. Each class needs "
+            f"at least {need} ({why}). Add images to these classes, or remove them (their folders or their rows "
+            f"in the labels CSV).{skipped}"
+        )
+    if source.val is not None:
+        index = {c: i for i, c in enumerate(source.classes)}
+        val_counts = np.bincount([index[str(s.label)] for s in val.samples], minlength=len(source.classes))
+        missing = [c for c, n in zip(source.classes, val_counts.tolist(), strict=True) if n == 0]
+        if missing:
+            warn_layout(
+                warnings,
+                "data.prepare.classes_without_val_images",
+                f"the val folder has no image of class(es) {missing[:20]}; their validation accuracy cannot be "
+                "measured. Add val images for them, or remove the val folder to split val from train.",
+                classes=missing,
+            )
+
+
+def _count_tiny(got: dict[str, Collected], size: int, warnings: list[str]) -> int:
+    """Count images whose shorter side is tiny for the stored size; one warning sentence when any are."""
+    limit = max(TINY_SIDE, size // 8)
+    tiny = [(s, f) for c in got.values() for s, f in zip(c.samples, c.facts, strict=True)
+            if min(f.width, f.height) < limit]  # fmt: skip
+    if tiny:
+        sample, fact = tiny[0]
+        total = sum(len(c.samples) for c in got.values())
+        warn_layout(
+            warnings,
+            "data.prepare.tiny_images",
+            f"{len(tiny)} of {total} images are tiny (shorter side under {limit} px; e.g. "
+            f"{sample.path or sample.id} at {fact.width}x{fact.height}). They were kept and upscaled to "
+            f"{size}x{size}, where they carry almost no detail: check these files.",
+            count=len(tiny),
+        )
+    return len(tiny)
 
 
 def _prepare(
@@ -416,9 +521,8 @@ def _prepare(
             f"After skipping unreadable files, {source.spec!r} has {len(present)} class(es) with train images "
             f"({present}); classification needs at least 2. Skipped: {skips.as_dict()}."
         )
-    empty = [c for c in source.classes if c not in present]
-    if empty:
-        log.warning("data.prepare.classes_without_train_images", classes=empty)
+    warnings = list(source.warnings)
+    _check_class_sizes(source, train_y_all, got["val"], skips, warnings)
 
     if source.val is None:
         tr_rows, va_rows = stratified_split(train_y_all, val_fraction, seed)
@@ -430,6 +534,7 @@ def _prepare(
         parts["test"] = (got["test"], np.arange(len(got["test"].samples)))
 
     facts = [f for c in got.values() for f in c.facts]
+    tiny = _count_tiny(got, size, warnings)
     in_chans = 1 if all(f.gray for f in facts) else 3
     counts: dict[str, int] = {}
     class_counts: dict[str, list[int]] = {}
@@ -451,7 +556,7 @@ def _prepare(
             class_counts[name] = np.bincount(y, minlength=len(source.classes)).tolist()
     test_ids = [smp.id for smp in got["test"].samples]
     if test_ids:
-        _write_json(out_dir / TEST_IDS_FILE, test_ids)
+        atomic_write_json(out_dir / TEST_IDS_FILE, test_ids)
     else:
         for stale in ("test_x.npy", TEST_IDS_FILE):
             (out_dir / stale).unlink(missing_ok=True)
@@ -471,6 +576,8 @@ def _prepare(
         val_from_folder=source.val is not None,
         stored_size=size,
         description=source.description,
+        warnings=warnings,
+        tiny_images=tiny,
     )
     meta = PreparedMeta(
         fingerprint=fp,
@@ -491,5 +598,5 @@ def _prepare(
         submission=source.submission,
         profile=profile,
     )
-    _write_bytes(out_dir / META_FILE, meta.model_dump_json(indent=1).encode("utf-8"))
+    atomic_write_text(out_dir / META_FILE, meta.model_dump_json(indent=1))
     return meta

@@ -52,6 +52,10 @@ class DatasetProfile(BaseModel):
     test_labeled: bool = False
     val_from_folder: bool = False
     stored_size: int | None = None
+    tiny_images: int = 0
+    """Images whose shorter side is tiny for the stored size (kept, upscaled, and warned about)."""
+    warnings: list[str] = Field(default_factory=list)
+    """What the data layer assumed or found suspicious, in sentences (layout guesses, tiny images...)."""
 
     def summary(self) -> str:
         """A short text for humans and language models."""
@@ -79,6 +83,8 @@ class DatasetProfile(BaseModel):
             lines.append("Exact duplicates: " + ", ".join(f"{k} {v}" for k, v in dups.items()) + ".")
         if self.skipped:
             lines.append("Skipped: " + ", ".join(f"{k} {v}" for k, v in self.skipped.items()) + ".")
+        for warning in self.warnings:
+            lines.append(f"Warning: {warning}")
         if self.description:
             lines.append(f"Description: {self.description}")
         return "\n".join(lines)
@@ -126,6 +132,8 @@ def build_profile(
     val_from_folder: bool = False,
     stored_size: int | None = None,
     description: str = "",
+    warnings: list[str] | None = None,
+    tiny_images: int = 0,
 ) -> DatasetProfile:
     """Assemble a :class:`DatasetProfile` from per-image facts gathered while decoding."""
     counts: dict[str, dict[str, int]] = {}
@@ -156,4 +164,6 @@ def build_profile(
         test_labeled=test_labeled,
         val_from_folder=val_from_folder,
         stored_size=stored_size,
+        warnings=list(warnings or []),
+        tiny_images=tiny_images,
     )

@@ -76,6 +76,8 @@ class DatasetSource:
     """Split -> ``(N, H, W[, C])`` uint8 images for in-memory sources (``Sample.index``)."""
     root: Path | None = None
     description: str = ""
+    warnings: list[str] = field(default_factory=list)
+    """What the loader had to assume about the layout, in sentences (profile and report carry them)."""
 
     def split(self, name: str) -> list[Sample]:
         """Samples of ``train``, ``val`` or ``test`` (empty list if absent)."""

@@ -18,7 +18,9 @@ FLIP_THRESHOLD = 0.4
 """Above this rate, horizontal flips are treated as label-changing."""
 
 
-def flip_change_rate(x: np.ndarray, y: np.ndarray, num_classes: int, *, sample: int = 2000, seed: int = 0) -> float:
+def flip_change_rate(
+    x: np.ndarray, y: np.ndarray, num_classes: int, *, sample: int = 2000, seed: int = 0
+) -> float:
     """Fraction of (correctly nearest-mean-classified) images whose mirror lands in another class.
 
     Args:

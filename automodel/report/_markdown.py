@@ -39,6 +39,8 @@ def render_markdown(view: RunView) -> str:
         f"- budget: {describe_settings(run)}; status {view.status} ({run.get('stop_reason', '')})",
         *([f"- budget used: exploration {use.get('explore_s')}s in {use.get('explore_attempts')} attempts, final "
            f"{use.get('final_s')}s in {use.get('final_attempts')}, idle tail {use.get('idle_tail_s')}s"] if use else []),
+        *[f"- **data warning**: {w}" for w in prof.get("warnings", [])],
+        *([f"- skipped files: {prof['skipped']}"] if prof.get("skipped") else []),
         "",
         "## Result",
         "",

@@ -1,0 +1,50 @@
+"""The real orchestrator (``automodel run demo`` as a subprocess) under faults, then ``--resume``.
+
+One chained scenario of ``benchmarks/faults.py`` (the full version runs 20 kill moments):
+kill -9 while the first history line is half written (it follows the promotion of best/,
+so the resume must also repair that promotion), then the dataset's files vanish, turn
+corrupt and appear, then the disk fills up (a real tmpfs as root; otherwise an injected
+ENOSPC in the orchestrator's writes), then resume sessions until the run finishes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from benchmarks.faults import Scenario, run_scenario
+
+pytestmark = pytest.mark.faults
+
+CI_RUN = [
+    "--iterations",
+    "1",
+    "--time-budget",
+    "60",
+    "--candidate-budget",
+    "5",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
+"""Two attempts at most: one per faulted session."""
+
+
+def test_torn_history_damaged_data_and_full_disk_then_resume(tmp_path: Path) -> None:
+    faults = [("history", {"nth": 1}), ("data", {}), ("disk_full", {})]
+    scenario = run_scenario(Scenario("ci", faults, disk="64m", run_args=CI_RUN), tmp_path, random.Random(0))
+    sessions = {s.fault: s for s in scenario.sessions}
+    assert sessions["history"].fired, sessions["history"].output[-2000:]
+    assert sessions["data"].fired and "20 train files deleted" in sessions["data"].output
+    disk = next(s for s in scenario.sessions if s.fault.startswith("disk_full"))
+    assert disk.fired, disk.output[-2000:]
+    assert disk.returncode == 2 and "no space left on the device" in disk.output.lower(), disk.output[-2000:]
+    assert "--resume" in disk.output.strip().splitlines()[-1]
+    after_data = scenario.sessions[2].output
+    assert "changed since it was prepared" in after_data, after_data[-2000:]
+    check = scenario.check
+    assert check is not None and check.problems == []
+    assert check.finished and check.recorded_right and check.lost == 0 and check.attempts == 2
