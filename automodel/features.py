@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from automodel._io import atomic_open, atomic_write_json
+
 __all__ = [
     "BACKBONES",
     "FeatureSet",
@@ -198,15 +200,12 @@ def extract_features(
                     on_progress(split, min(start + batch_size, len(x)), len(x))
         for view, parts in views.items():
             arr = np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
-            tmp = fs.path(view).with_suffix(".tmp.npy")
-            np.save(tmp, arr.astype(np.float16))
-            tmp.replace(fs.path(view))
+            with atomic_open(fs.path(view), "wb") as f:
+                np.save(f, arr.astype(np.float16), allow_pickle=False)
             counts[view] = int(arr.shape[0])
     meta = {
         "key": key, "backbone": name, "input_size": size, "dim": backbone.dim, "counts": counts,
         "fingerprint": data.meta.fingerprint, "seconds": round(time.perf_counter() - t0, 1),
     }
-    tmp_meta = fs.dir / "meta.json.tmp"
-    tmp_meta.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    tmp_meta.replace(fs.dir / "meta.json")
+    atomic_write_json(fs.dir / "meta.json", meta)
     return meta

@@ -18,7 +18,6 @@ the submission of a dummy prediction before any training and checks it against t
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Literal
 
 import structlog
 
+from automodel._io import atomic_open
 from automodel.data import DataError, PreparedData, SubmissionFormat
 
 __all__ = [
@@ -150,14 +150,12 @@ def write_submission(
     if missing:
         log.warning("submission.missing_predictions", count=len(missing), examples=missing[:5],
                     filled_with=classes[fallback])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w") as fh:
         writer = csv.DictWriter(fh, fieldnames=sample.columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in sample.rows:
             key = row[sample.id_col]
             writer.writerow({**row, **_label_cells(sample, classes, by_id.get(key, fallback))})
-    os.replace(tmp, path)
     return path
 
 

@@ -24,13 +24,14 @@ log-probabilities, and the orchestrator scores them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from automodel._io import atomic_write_json
 
 __all__ = [
     "COMPONENTS_DIR",
@@ -144,14 +145,8 @@ class HarnessJob(BaseModel):
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` through a temporary file, ``fsync`` and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(payload, indent=2, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON to ``path`` durably (the project's one write helper, :mod:`automodel._io`)."""
+    atomic_write_json(path, payload, indent=2)
 
 
 def emit(event: str, **fields: Any) -> None:

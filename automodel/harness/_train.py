@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from automodel._io import atomic_open
 from automodel.executors import OUT_DIR, checkpoint_name, predictions_name, val_predictions_name
 from automodel.harness._job import HarnessJob, Infeasible, JobData, emit, parent_gone
 from automodel.harness._loader import ComponentFailure
@@ -277,17 +278,14 @@ def _epoch_indices(cand: Candidate, balanced: bool, gen: torch.Generator) -> tor
 
 
 def _save_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        torch.save(model.state_dict(), f)
 
 
 def _save_predictions(probs: torch.Tensor, path: Path) -> None:
     """Class log-probabilities as float32 ``.npy``, renamed into place so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.save(f, probs.clamp_min(1e-12).log().numpy().astype(np.float32), allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _check_one_epoch_fits(cand: Candidate, est: float, steps: int, remaining_s: float) -> None:

@@ -7,9 +7,9 @@ crashed: whatever is missing is said to be missing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from automodel._io import atomic_write_text
 from automodel._logs import redact
 from automodel.report._collect import RunView, load_run_view
 from automodel.report._html import render_html
@@ -20,9 +20,7 @@ __all__ = ["RunView", "build_report", "load_run_view", "render_html", "render_ma
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def build_report(run_dir: str | Path) -> tuple[Path, Path]:
