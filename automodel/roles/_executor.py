@@ -20,7 +20,7 @@ from autogen_core import CancellationToken
 
 from automodel.executors import ExecutionResult
 from automodel.harness import declared_features
-from automodel.interfaces import COMPONENT_FILES, COMPONENTS, REFERENCE_DIR, validate_components
+from automodel.interfaces import COMPONENT_FILES, validate_components
 from automodel.messages import (
     ENGINEER_OF,
     AnalystFeedback,
@@ -32,6 +32,7 @@ from automodel.messages import (
     TechnicalDesign,
 )
 from automodel.roles._base import RoleAgent, last_of
+from automodel.roles._incumbent import incumbent_files, incumbent_source, knob_diff
 from automodel.store import Attempt, AttemptStatus
 
 __all__ = ["ExecutorAgent", "assemble_components"]
@@ -119,14 +120,25 @@ class ExecutorAgent(RoleAgent):
         code = last_of(messages, ComponentCode)
         if isinstance(code, ComponentCode) and code.phase == "repair" and self._last_files:
             return dict(self._last_files)  # the attempt being repaired
-        source = store.best_dir if (store.best_dir / "model.py").is_file() else REFERENCE_DIR
-        return {c: (source / COMPONENT_FILES[c]).read_text(encoding="utf-8") for c in COMPONENTS}
+        source = incumbent_source(store)
+        if source != "best" and self._target != "architect":
+            # No candidate succeeded yet: the change starts from the Architect's design (its knobs on the
+            # reference files), never silently from the bare reference. Either way it is a logged fault.
+            what = ("the reference files with the Architect's design knobs" if source == "design"
+                    else "the bare reference (no design was kept)")
+            self._fault("executor", 0, "design_fallback", "no candidate has succeeded yet, so there is no incumbent",
+                        f"{self._target}'s change starts from {what}")
+            self.note(f"no incumbent yet: {self._target}'s change starts from {what}")
+        return incumbent_files(store)
 
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> RunReport | ExecutionError:
         run = self.ctx
         store = run.store
         self._begin(messages)
-        files, authors = assemble_components(messages, self._base_files(messages))
+        base = self._base_files(messages)
+        files, authors = assemble_components(messages, base)
+        if self._target != "architect":  # history records the knobs actually in the files, not those asked for
+            self._knobs = knob_diff(base if self._repairs == 0 else incumbent_files(store), files)
         if self._repairs == 0:
             self._authors = authors
         else:

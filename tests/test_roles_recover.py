@@ -1,0 +1,116 @@
+"""LLM roles that recover: truncation, no-op changes, invented knobs, the design kept on failure.
+
+Every role is driven through AutoGen's real OpenAI client against the scripted loopback server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from autogen_agentchat.messages import StructuredMessage
+from fake_openai import FakeOpenAI, text
+
+from automodel.config import load_backend_config, make_clients
+from automodel.experts import get_knobs, reference_source, set_knobs
+from automodel.messages import AnalystFeedback, ComponentCode
+from automodel.roles import AnalystAgent, ModelEngineerAgent
+from automodel.roles._incumbent import incumbent_files, knob_diff, save_design
+from automodel.roles._parse import same_code, unused_new_knobs
+from automodel.run import RunOptions, prepare_run
+
+FAST = {"candidate_budget_s": 15.0, "max_epochs": 1, "time_budget_s": 900.0}
+MODEL_INFO = {"vision": False, "function_calling": False, "json_output": False, "family": "unknown",
+              "structured_output": False}
+FEEDBACK = ('```json\n{"target": "model_engineer", "diagnosis": "capacity", "change": "wider", '
+            '"expected_effect": "better", "knobs": {"WIDTH": 24}}\n```')
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+@pytest.fixture
+def run_with(tmp_path):
+    """A prepared demo run whose named roles talk to the fake server."""
+
+    def make(base_url: str, roles: list[str]):
+        spec = {role: {"provider": "OpenAIChatCompletionClient",
+                       "config": {"model": role, "base_url": base_url, "api_key_env": "FAKE_OPENAI_KEY",
+                                  "timeout": 3.0, "max_retries": 0, "model_info": MODEL_INFO}} for role in roles}
+        config = tmp_path / "backends.yaml"
+        config.write_text(yaml.safe_dump({"roles": spec, "max_retries": 2, "backoff_s": 0.01}))
+        store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1, config=config,
+                                       **FAST))
+        return store, make_clients(load_backend_config(config))
+
+    return make
+
+
+def _code(component: str, **knobs) -> str:
+    return set_knobs(reference_source(component), knobs)[0]
+
+
+def test_a_length_finish_is_a_fault_even_when_the_text_parses(run_with):
+    with FakeOpenAI({"analyst": [text(FEEDBACK, finish_reason="length"), text(FEEDBACK)]}) as server:
+        store, clients = run_with(server.base_url, ["analyst"])
+        agent = AnalystAgent("analyst", clients["analyst"], run_dir=store.root, backoff_s=0.01)
+        result = asyncio.run(agent.run(task="analyse"))
+        requests = list(server.requests)
+    assert result.messages[-1].content.knobs == {"WIDTH": 24}
+    assert len(requests) == 2 and "cut off at the token limit" in requests[1].messages[-1]["content"]
+    assert [f["kind"] for f in _lines(store.root / "model_faults.jsonl")] == ["truncated"]
+
+
+def test_the_analyst_may_not_set_knobs_the_file_does_not_define(run_with):
+    invented = FEEDBACK.replace('"WIDTH": 24', '"NUM_LAYERS": 8')
+    with FakeOpenAI({"analyst": [text(invented), text(FEEDBACK)]}) as server:
+        store, clients = run_with(server.base_url, ["analyst"])
+        agent = AnalystAgent("analyst", clients["analyst"], run_dir=store.root, backoff_s=0.01)
+        result = asyncio.run(agent.run(task="analyse"))
+        retry = server.requests[1].messages[-1]["content"]
+    assert result.messages[-1].content.knobs == {"WIDTH": 24}
+    assert "NUM_LAYERS are not defined in model.py" in retry and "WIDTH=0" in retry
+
+
+def test_no_op_and_invented_knob_changes_are_refused_before_they_run(run_with):
+    noop = "```python\n# widened, as asked\n" + reference_source("model") + "```\nCHANGE: wider"
+    invented = "```python\n" + reference_source("model") + "\nNUM_LAYERS = 8\n```\nCHANGE: deeper"
+    good = "```python\n" + _code("model", WIDTH=24) + "```\nCHANGE: WIDTH 24"
+    with FakeOpenAI({"model_engineer": [text(noop), text(invented), text(good)]}) as server:
+        store, clients = run_with(server.base_url, ["model_engineer"])
+        agent = ModelEngineerAgent("model_engineer", clients["model_engineer"], run_dir=store.root, backoff_s=0.01)
+        feedback = AnalystFeedback(target="model_engineer", diagnosis="capacity", change="wider",
+                                   expected_effect="better", knobs={"WIDTH": 24, "DROPOUT": 0.3})
+        result = asyncio.run(agent.run(task=StructuredMessage[AnalystFeedback](content=feedback, source="analyst")))
+        requests = list(server.requests)
+    code = result.messages[-1].content
+    assert isinstance(code, ComponentCode) and code.phase == "revision"
+    assert code.knobs == {"WIDTH": 24}  # what the file holds, not the DROPOUT that was asked and not applied
+    assert "same as the incumbent's except for comments" in requests[1].messages[-1]["content"]
+    assert "NUM_LAYERS" in requests[2].messages[-1]["content"]
+    faults = _lines(store.root / "model_faults.jsonl")
+    assert [f["kind"] for f in faults] == ["unusable_reply", "unusable_reply"]
+    assert not (store.root / "history.jsonl").is_file() or not _lines(store.root / "history.jsonl")  # no attempt ran
+
+
+def test_same_code_and_unused_knobs():
+    ref = reference_source("training")
+    assert same_code(ref, "# a comment\n" + ref.replace("\n\n", "\n\n\n"))
+    assert not same_code(ref, _code("training", LR=0.01))
+    assert unused_new_knobs(ref, ref + "\nLEARNING_RATE = 0.01\n") == ["LEARNING_RATE"]
+    assert unused_new_knobs(ref, ref + "\nSTEPS = 3\nprint(STEPS)\n") == []
+
+
+def test_before_any_success_changes_start_from_the_design_knobs_not_the_bare_reference(tmp_path):
+    store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1, **FAST))
+    assert get_knobs(incumbent_files(store)["data"])["HFLIP"] is True  # no design yet: the reference
+    save_design(store, {"data": _code("data", HFLIP=False, BATCH_SIZE=64), "model": _code("model", WIDTH=16),
+                        "training": "raise SystemExit  # a design that crashes\nLR = 0.003\n"})
+    files = incumbent_files(store)
+    assert get_knobs(files["data"])["HFLIP"] is False and get_knobs(files["model"])["WIDTH"] == 16
+    assert get_knobs(files["training"])["LR"] == 0.003 and "def build_training" in files["training"]
+    assert knob_diff(files, {**files, "model": _code("model", WIDTH=32)}) == {"WIDTH": 32}
