@@ -114,3 +114,23 @@ def test_before_any_success_changes_start_from_the_design_knobs_not_the_bare_ref
     assert get_knobs(files["data"])["HFLIP"] is False and get_knobs(files["model"])["WIDTH"] == 16
     assert get_knobs(files["training"])["LR"] == 0.003 and "def build_training" in files["training"]
     assert knob_diff(files, {**files, "model": _code("model", WIDTH=32)}) == {"WIDTH": 32}
+
+
+def test_the_headline_yield_counts_llm_authored_attempts_only():
+    from automodel.report import authorship, yield_count
+    from automodel.store import Attempt
+
+    def attempt(i: int, ok: bool, **authors: str) -> Attempt:
+        full = {"data": "incumbent", "model": "incumbent", "training": "incumbent", **authors}
+        return Attempt(iteration=i, target="model_engineer", change="x", status="improved" if ok else "crashed",
+                       val_accuracy=0.9 if ok else None, authors=full)
+
+    history = [attempt(1, True, data="gpt-x", model="gpt-x", training="gpt-x"),
+               attempt(2, True, model="offline expert"),  # a takeover: valid, but not the model's
+               attempt(3, False, model="gpt-x"),
+               attempt(4, True, data="gpt-x", model="offline expert"),
+               attempt(5, True)]  # the final phase re-trains the incumbent
+    assert [authorship(a) for a in history] == ["llm", "expert", "llm", "expert", "incumbent"]
+    count = yield_count(history)
+    assert (count.attempts, count.valid, count.llm_valid, count.expert_attempts, count.other_attempts) == (5, 4, 1, 2, 1)
+    assert "valid with LLM-authored code: 1 (yield 20%)" in count.describe()

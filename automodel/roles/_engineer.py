@@ -99,7 +99,9 @@ class EngineerAgent(RoleAgent):
             reason = result[1] if result else "no valid code from the backend"
             if phase == "init" and not validate_component(self.component, current):
                 return ComponentCode(component=self.component, code=current, phase="init", iteration=iteration,
-                                     change=f"kept the Architect's file ({reason})", author=author or "unchanged")
+                                     change=f"kept the Architect's file ({reason})",
+                                     author=trigger.author if isinstance(trigger, TechnicalDesign) and trigger.author
+                                     else "unchanged")
             return ComponentCode(component=self.component, code=current, change=reason, phase="skip",
                                  iteration=iteration, author=author, knobs=knobs)
         code, change, _ = result
