@@ -134,3 +134,35 @@ def test_the_headline_yield_counts_llm_authored_attempts_only():
     count = yield_count(history)
     assert (count.attempts, count.valid, count.llm_valid, count.expert_attempts, count.other_attempts) == (5, 4, 1, 2, 1)
     assert "valid with LLM-authored code: 1 (yield 20%)" in count.describe()
+
+
+# --- the harness: the smoke test covers build_training; blame by the boundary shapes ------------
+
+
+def test_an_endless_loop_in_build_training_is_a_crash_of_training_py(digits_workspace, reference_copy, tmp_path):
+    from tests.conftest import edit
+
+    edit(reference_copy / "training.py", "    total = epochs * spec.steps_per_epoch\n",
+         "    total = epochs * spec.steps_per_epoch\n    while total > 0:\n        total += 1\n")
+    result = digits_workspace.runner().train(reference_copy, tmp_path / "it", time_budget_s=20)
+    assert result.status == "crashed", result.log_tail  # caught by the smoke test's limit, not the budget's
+    assert result.error is not None and result.error.component == "training"
+    assert result.error.error_type == "StepTimeout" and "endless loop" in result.error.message
+    assert any("total += 1" in str(line) for line in result.error.lines)
+
+
+def test_a_wrong_permute_in_data_py_is_blamed_on_data_py_by_the_boundary_shapes(digits_workspace, reference_copy,
+                                                                                  tmp_path):
+    from automodel.roles._executor import _blame_by_evidence, _boundaries
+    from tests.conftest import edit
+
+    edit(reference_copy / "data.py", "            x = ops.random_erasing(x, p=ERASING)\n        return x\n",
+         "            x = ops.random_erasing(x, p=ERASING)\n        return x.permute(0, 2, 3, 1)  # channels last\n")
+    result = digits_workspace.runner().train(reference_copy, tmp_path / "it", time_budget_s=10)
+    assert result.status == "crashed" and result.error is not None
+    assert result.error.component == "model"  # where it raised
+    boundaries = _boundaries(tmp_path / "it")
+    assert boundaries["suspect"].startswith("data: train_transform returned")
+    assert any(k.startswith("model.forward input") for k in boundaries)
+    assert _blame_by_evidence(result.error.component, boundaries) == "data"
+    assert _blame_by_evidence("model", {"model.forward input": "(64, 1, 32, 32) float32"}) == "model"

@@ -18,6 +18,9 @@ from automodel.roles._parse import component_code, same_code, unused_new_knobs
 
 __all__ = ["EngineerAgent"]
 
+SIBLING_CHARS = 6000
+"""How much of each sibling file a repair request carries."""
+
 
 def _parse_reply(component: str, current: str = "", phase: str = "init"):  # noqa: ANN202
     """Parse an engineer's reply; refuse (with the reason, for the retry) a no-op change or invented knobs."""
@@ -53,7 +56,11 @@ class EngineerAgent(RoleAgent):
     output_types = (ComponentCode,)
 
     def _file_of(self, folder: Path) -> str:
-        path = folder / COMPONENT_FILES[self.component]
+        return self._file_of_component(folder, self.component)
+
+    @staticmethod
+    def _file_of_component(folder: Path, component: str) -> str:
+        path = folder / COMPONENT_FILES[component]
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> ComponentCode:
@@ -65,6 +72,10 @@ class EngineerAgent(RoleAgent):
             phase = "repair"
             current = self._file_of(store.iteration_dir(trigger.iteration))
             extra: dict[str, Any] = {"error": trigger.model_dump()}
+            # The sibling files of the failed attempt: the fault may lie where they meet this one.
+            failed = store.iteration_dir(trigger.iteration)
+            extra["sibling_code"] = {c: self._file_of_component(failed, c)[:SIBLING_CHARS]
+                                     for c in COMPONENT_FILES if c != self.component}
             asked = last_of(messages, AnalystFeedback)
             if isinstance(asked, AnalystFeedback):  # a repair must keep the change it repairs
                 extra["feedback"] = asked.model_dump()

@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage
@@ -168,6 +169,7 @@ class ExecutorAgent(RoleAgent):
         issues = validate_components(workdir)
         result: ExecutionResult | None = None
         lines: list[str] = []
+        boundaries: dict[str, str] = {}
         if issues:
             status, seconds, component = "invalid", 0.0, issues[0].component
             error_type, message = "InterfaceError", "; ".join(str(i) for i in issues[:5])
@@ -204,6 +206,16 @@ class ExecutorAgent(RoleAgent):
                     error_type = err.error_type if err else result.status
                     message = err.message if err else f"candidate ended with status {result.status}"
                     lines = [str(x) for x in (err.lines if err else [])]
+                    boundaries = _boundaries(workdir)
+                    blamed = _blame_by_evidence(component, boundaries)
+                    if boundaries:
+                        message += "\nAt the component boundaries: " + "; ".join(
+                            f"{k}: {v}" for k, v in boundaries.items() if k != "suspect")
+                    if blamed != component:
+                        message += (f"\nThe error was raised in {component}.py, but the evidence points at {blamed}.py: "
+                                    f"{boundaries.get('suspect', '')}")
+                        self.note(f"{error_type} raised in {component}.py; blamed on {blamed}.py by the boundary shapes")
+                        component = blamed
         wall = round(time.time() - self._cycle_start, 1)
         common: dict[str, Any] = {
             "iteration": iteration, "target": self._target, "change": self._change, "knobs": self._knobs,
@@ -257,6 +269,32 @@ class ExecutorAgent(RoleAgent):
             log_tail=(result.log_tail[-15:] if result else []), fidelity=self._fidelity, budget_s=round(budget, 1),
             warm_start=warm, features=features,
         )
+
+
+def _boundaries(workdir: Path) -> dict[str, str]:
+    """What the harness saw cross the component boundaries before a crash (``error.json``'s ``boundaries``)."""
+    for path in sorted(workdir.glob("*/error.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found = data.get("boundaries") if isinstance(data, dict) else None
+        if isinstance(found, dict):
+            return {str(k): str(v) for k, v in found.items()}
+    return {}
+
+
+def _blame_by_evidence(raised_in: str, boundaries: Mapping[str, str]) -> str:
+    """The component at fault: the one that raised, unless the boundary shapes point upstream.
+
+    A wrong permute or size in ``data.py`` raises inside ``model.forward`` (or the loss): when the
+    harness saw the data transform return a shape other than the one its recipe declared, the
+    data file is at fault.
+    """
+    suspect = boundaries.get("suspect", "")
+    if raised_in in ("model", "training") and suspect.startswith("data:"):
+        return "data"
+    return raised_in
 
 
 def _as_component(name: str) -> ComponentName:
