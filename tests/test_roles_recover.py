@@ -166,3 +166,37 @@ def test_a_wrong_permute_in_data_py_is_blamed_on_data_py_by_the_boundary_shapes(
     assert any(k.startswith("model.forward input") for k in boundaries)
     assert _blame_by_evidence(result.error.component, boundaries) == "data"
     assert _blame_by_evidence("model", {"model.forward input": "(64, 1, 32, 32) float32"}) == "model"
+
+
+# --- checked summaries ---------------------------------------------------------------------------
+
+
+def _report(iteration: int = 1):
+    from automodel.messages import RunReport
+
+    epochs = [{"epoch": i, "train_loss": 1.0 / i, "val_loss": 0.5 / i, "val_accuracy": 0.9 + i / 100, "lr": 0.003,
+               "seconds": 3.0} for i in range(1, 6)] + [{"epoch": 6, "train_loss": 0.1, "val_loss": 0.05,
+                                                          "val_accuracy": 0.9895, "lr": 0.001, "seconds": 3.0}]
+    return RunReport(iteration=iteration, status="improved", target="architect", change="first pipeline",
+                     val_accuracy=0.9895, best_val_accuracy=0.9895, epochs=epochs, seconds=18.3, budget_s=30.0)
+
+
+@pytest.mark.parametrize(("summary", "kept"), [
+    ("The first pipeline reached 0.9895 (98.95%) after 6 epochs in about 18 s; the curve was still rising.", True),
+    ("The first pipeline reached 0.9931 after 12 epochs; very strong.", False),
+])
+def test_a_summary_whose_numbers_are_not_in_the_record_is_rebuilt_from_it(run_with, summary, kept):
+    from automodel.messages import HistoryEntry, RunReport
+    from automodel.roles import SummarizerAgent
+
+    with FakeOpenAI({"summarizer": [text(summary)]}) as server:
+        store, clients = run_with(server.base_url, ["summarizer"])
+        agent = SummarizerAgent("summarizer", clients["summarizer"], run_dir=store.root)
+        result = asyncio.run(agent.run(task=StructuredMessage[RunReport](content=_report(), source="executor")))
+    entry = result.messages[-1].content
+    assert isinstance(entry, HistoryEntry)
+    faults = [f["kind"] for f in _lines(store.root / "model_faults.jsonl")]
+    if kept:
+        assert entry.summary == summary and faults == []
+    else:
+        assert "0.9931" not in entry.summary and "0.9895" in entry.summary and faults == ["unchecked_summary"]
