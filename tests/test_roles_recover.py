@@ -200,3 +200,20 @@ def test_a_summary_whose_numbers_are_not_in_the_record_is_rebuilt_from_it(run_wi
         assert entry.summary == summary and faults == []
     else:
         assert "0.9931" not in entry.summary and "0.9895" in entry.summary and faults == ["unchecked_summary"]
+
+
+def test_prompts_carry_the_generated_ops_knobs_and_reference_and_fix_the_thin_points():
+    from automodel.interfaces import ops
+    from automodel.prompts import render_prompt, unfilled_placeholders
+
+    architect = render_prompt("architect", description="digits", environment="{}")
+    assert not unfilled_placeholders(architect)
+    assert "ops.warmup_cosine(total_steps: 'int'" in architect and (ops.warmup_cosine.__doc__ or "")[:30] in architect
+    assert "def build_model(spec: ModelSpec)" in architect and "def build_training(" in architect  # the reference
+    assert "multiplier of the optimizer's learning rate" in architect and "RandAugment is not provided" in architect
+    analyst = render_prompt("analyst", description="digits", environment="{}")
+    assert '"cosine" | "onecycle" | "constant"' in analyst and "means\n\"chosen automatically\"" in analyst
+    assert "hflip_change_rate" in analyst and "time left" in analyst
+    model = render_prompt("model_engineer", component="model", description="d", environment="{}")
+    assert "automodel.weights" in model and "sibling_code" in model
+    assert "MULTIPLIER" in render_prompt("training_engineer", component="training", description="d", environment="{}")
