@@ -217,3 +217,28 @@ def test_prompts_carry_the_generated_ops_knobs_and_reference_and_fix_the_thin_po
     model = render_prompt("model_engineer", component="model", description="d", environment="{}")
     assert "automodel.weights" in model and "sibling_code" in model
     assert "MULTIPLIER" in render_prompt("training_engineer", component="training", description="d", environment="{}")
+
+
+# --- the flaky model of tests/fake_openai.py, through the real client ------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_static_fault_of_a_flaky_model_is_refused_with_a_logged_reason(run_with, seed):
+    from fake_openai import FlakyModel
+
+    flaky = FlakyModel(seed=seed, bad_rate=0.7, references={c: reference_source(c) for c in ("data", "model", "training")})
+    with FakeOpenAI({}, responder=flaky) as server:
+        store, clients = run_with(server.base_url, ["model_engineer"])
+        agent = ModelEngineerAgent("model_engineer", clients["model_engineer"], run_dir=store.root, max_retries=4,
+                                   backoff_s=0.01)
+        feedback = AnalystFeedback(target="model_engineer", diagnosis="capacity", change="wider",
+                                   expected_effect="better", knobs={"WIDTH": 24})
+        result = asyncio.run(agent.run(task=StructuredMessage[AnalystFeedback](content=feedback, source="analyst")))
+    code = result.messages[-1].content
+    sent = [k.split(":")[1] for k, n in flaky.counts.items() for _ in range(n)]
+    static = [k for k in sent if k not in ("good", "shape_bug")]  # a shape bug shows only at run time
+    faults = [f["kind"] for f in _lines(store.root / "model_faults.jsonl") if f["kind"] not in ("fallback", "default")]
+    assert len(faults) == len(static) and set(faults) <= {"unusable_reply", "truncated"}
+    if len(static) < len(sent):  # some reply got through: the model's, with the change it was asked for
+        assert code.author == "model_engineer" and get_knobs(code.code)["WIDTH"] == 24
+        assert ("[:, :5]" in code.code) == ("shape_bug" in sent)
