@@ -54,9 +54,10 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate_budget_s: float,
-            max_retries: int) -> dict[str, Any]:
-    """One demo run at ``rate`` bad replies; the counts that matter."""
-    flaky = FlakyModel(seed=seed, bad_rate=rate, references={c: reference_source(c) for c in ("data", "model", "training")})
+            max_retries: int, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One demo run at ``rate`` bad replies (of the kinds in ``only``, else all); the counts that matter."""
+    flaky = FlakyModel(seed=seed, bad_rate=rate, only=only,
+                       references={c: reference_source(c) for c in ("data", "model", "training")})
     started = time.time()
     with FakeOpenAI({}, responder=flaky) as server:
         config = _config(workdir / "backends.yaml", server.base_url, max_retries)
@@ -70,7 +71,7 @@ def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate
     kinds: dict[str, int] = {}
     for f in faults:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
-    return {"rate": rate, "seed": seed, "attempts": count.attempts, "valid": count.valid, "llm_valid": count.llm_valid,
+    return {"rate": rate, "seed": seed, "faults_sent": "runtime only" if only else "all", "attempts": count.attempts, "valid": count.valid, "llm_valid": count.llm_valid,
             "expert_attempts": count.expert_attempts, "fallbacks": kinds.get("fallback", 0),
             "design_fallbacks": kinds.get("design_fallback", 0), "faults": kinds,
             "sent": dict(flaky.counts), "wall_s": round(time.time() - started, 1),
@@ -82,14 +83,27 @@ def write_table(rows: list[dict[str, Any]], path: Path, note: str) -> None:
              "| bad-reply rate | seed | attempts | valid, LLM-authored | valid (all) | expert takeovers | "
              "expert fallbacks (turns) | design fallbacks | wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['rate']:.1f} | {r['seed']} | {r['attempts']} | {r['llm_valid']} / {r['attempts']} | "
+        lines.append(f"| {r['rate']:.1f}{' (runtime bugs only)' if r.get('faults_sent') == 'runtime only' else ''} | {r['seed']} | {r['attempts']} | {r['llm_valid']} / {r['attempts']} | "
                      f"{r['valid']} | {r['expert_attempts']} | {r['fallbacks']} | {r['design_fallbacks']} | "
                      f"{r['wall_s']:.0f} |")
+    lines += ["", "| bad-reply rate | runs | valid LLM-authored / attempts | share | expert fallbacks | design fallbacks |",
+              "|---|---|---|---|---|---|"]
+    for rate, kind in sorted({(r["rate"], r.get("faults_sent", "all")) for r in rows}):
+        group = [r for r in rows if r["rate"] == rate and r.get("faults_sent", "all") == kind]
+        valid, attempts = sum(r["llm_valid"] for r in group), sum(r["attempts"] for r in group)
+        lines.append(f"| {rate:.1f}{' (runtime bugs only)' if kind == 'runtime only' else ''} | {len(group)} | {valid} / {attempts} | {valid / max(attempts, 1):.0%} | "
+                     f"{sum(r['fallbacks'] for r in group)} | {sum(r['design_fallbacks'] for r in group)} |")
     lines += ["", "Faults logged per run (`model_faults.jsonl` kinds) and replies sent by the fake model:", ""]
     for r in rows:
         lines.append(f"- rate {r['rate']:.1f} seed {r['seed']}: statuses {r['statuses']}; faults {r['faults']}; "
-                     f"sent {r['sent']}")
+                     f"sent {r.get('sent', {})}")
     path.write_text("\n".join(lines) + "\n")
+
+
+def merge(paths: list[Path], out: Path, note: str) -> None:
+    """One table from the JSON rows several runs of this script printed (``--merge LOG...``)."""
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.startswith("{")]
+    write_table(rows, out, note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,18 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=6, help="the run's --iterations (attempts = iterations + 1)")
     parser.add_argument("--candidate-budget", type=float, default=8.0)
     parser.add_argument("--max-retries", type=int, default=2)
+    parser.add_argument("--runtime-only", action="store_true",
+                        help="bad replies are only bugs that show at run time (shape bug, wrong permute, endless loop)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="only merge the JSON rows of earlier logs into --out")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm_yield.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("FAKE_OPENAI_KEY", "sk-fake")
+    only = ("shape_bug", "wrong_permute", "endless_loop") if args.runtime_only else ()
+    if args.merge:
+        merge(args.merge, args.out, "Merged from: " + ", ".join(p.name for p in args.merge))
+        return 0
     rows = []
     for rate in args.rates:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory(prefix="llm_yield_") as tmp:
                 row = one_run(rate, seed, args.iterations, Path(tmp), candidate_budget_s=args.candidate_budget,
-                              max_retries=args.max_retries)
+                              max_retries=args.max_retries, only=only)
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("sent",)}), flush=True)
-            note = (f"Command: `python benchmarks/llm_yield.py --rates {' '.join(map(str, args.rates))} --seeds "
+            print(json.dumps(row), flush=True)
+            note = (f"Command: `python benchmarks/llm_yield.py {'--runtime-only ' if only else ''}--rates {' '.join(map(str, args.rates))} --seeds "
                     f"{' '.join(map(str, args.seeds))} --iterations {args.iterations} --candidate-budget "
                     f"{args.candidate_budget:g} --max-retries {args.max_retries}`; CPU, 2 cores shared with other "
                     "jobs (wall times are loaded-machine times).")

@@ -281,6 +281,8 @@ class FlakyModel:
     bad_rate: float = 0.5
     references: dict[str, str] = field(default_factory=dict)
     """The reference files (component -> source), the basis of good code."""
+    only: tuple[str, ...] = ()
+    """Restrict the bad replies to these kinds (e.g. the runtime bugs); a role with none of them answers well."""
     counts: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -290,8 +292,9 @@ class FlakyModel:
         role = request.model
         req = _request_of(request)
         context = _dict(req.get("context"))
+        kinds = [k for k in FAULTS.get(role, ("prose_only",)) if not self.only or k in self.only]
         bad = self.rng.random() < self.bad_rate
-        fault = self.rng.choice(FAULTS.get(role, ("prose_only",))) if bad else ""
+        fault = self.rng.choice(kinds) if bad and kinds else ""
         self.counts[f"{role}:{fault or 'good'}"] += 1
         if fault == "prose_only":
             return text("I would make the model a bit better by tuning the learning rate and adding augmentation.")
