@@ -11,6 +11,13 @@ Placeholders every prompt may use (``prompts/README.md`` lists them too):
 ``${environment}``
     device, memory, time budget per candidate, loadable pretrained weights (JSON; passed by ``ask``).
 
+``${ops}``
+    every helper of ``automodel.interfaces.ops``: signature and docstring, generated from the code;
+``${knobs}``
+    the reference files' knobs (UPPER_CASE settings) with their comments: meaning, allowed values, what 0 means;
+``${reference_data}``, ``${reference_model}``, ``${reference_training}``
+    the reference recipe's files.
+
 With ``component=`` (the engineers): ``${component}``, ``${interface}`` (that component's
 contract) and ``${reference}`` (the reference recipe's file for it). A placeholder left
 unfilled stays as written; :func:`unfilled_placeholders` finds them (the tests use it).
@@ -22,13 +29,16 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from string import Template
+from typing import Any
 
-from automodel.interfaces import REFERENCE_DIR, _contracts
+from automodel.interfaces import REFERENCE_DIR, _contracts, ops
 
-__all__ = ["interface_text", "prompt_roles", "prompts_dir", "render_prompt", "unfilled_placeholders"]
+__all__ = ["interface_text", "knobs_text", "ops_text", "prompt_roles", "prompts_dir", "render_prompt",
+           "unfilled_placeholders"]
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -50,6 +60,37 @@ def prompts_dir() -> Path:
     return source if source.is_dir() or not installed.is_dir() else installed
 
 
+def _ops_functions() -> list[tuple[str, Callable[..., Any]]]:
+    return [(name, fn) for name, fn in inspect.getmembers(ops, inspect.isfunction)
+            if not name.startswith("_") and fn.__module__ == ops.__name__]
+
+
+@cache
+def ops_text() -> str:
+    """Every helper in ``automodel.interfaces.ops``: its signature and docstring, from the code itself."""
+    out = []
+    for name, fn in _ops_functions():
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+        out.append(f"ops.{name}{inspect.signature(fn)}" + (f"\n    {doc}" if doc else ""))
+    return "\n".join(out)
+
+
+_KNOB_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*=\s*(.+?)\s*(?:#\s*(.*))?$")
+
+
+@cache
+def knobs_text() -> str:
+    """The reference files' knobs with their comments (meaning, allowed values of text knobs, what 0 means)."""
+    out = []
+    for component in _CONTRACT_TYPES:
+        out.append(f"{component}.py:")
+        for line in (REFERENCE_DIR / f"{component}.py").read_text(encoding="utf-8").splitlines():
+            m = _KNOB_LINE.match(line)
+            if m and m.group(1) != "INTERFACE_VERSION":
+                out.append(f"  {m.group(1)} = {m.group(2)}" + (f"  # {m.group(3)}" if m.group(3) else ""))
+    return "\n".join(out)
+
+
 @cache
 def interface_text(component: str) -> str:
     """The contract of ``component``: its function, the types it receives and returns."""
@@ -60,8 +101,9 @@ def interface_text(component: str) -> str:
         f"File `{component}.py` must declare `INTERFACE_VERSION = {_contracts.INTERFACE_VERSION}` and define "
         f"`def {fn}({arg[component]}) -> {ret[component]}`. Import the types with "
         "`from automodel.interfaces import ...`; batched helpers live in `automodel.interfaces.ops` "
-        "(to_float, resize, random_resized_crop_flip, random_crop_flip, trivial_augment, random_erasing, "
-        "mixup_cutmix, soft_cross_entropy, class_weighted_cross_entropy, warmup_cosine, one_cycle, param_groups).",
+        f"({', '.join(name for name, _ in _ops_functions())}; no others: there is no RandAugment, use "
+        "trivial_augment). `TrainRecipe.lr_schedule(step)` returns a MULTIPLIER of the optimizer's learning rate "
+        "(1.0 = the LR set in the optimizer), never an absolute learning rate.",
     ]
     for t in _CONTRACT_TYPES[component]:
         parts.append("```python\n" + inspect.getsource(t).strip() + "\n```")
@@ -86,6 +128,9 @@ def render_prompt(role: str, **values: object) -> str:
         raise FileNotFoundError(f"prompt {path} is missing; the prompts there are {prompt_roles()}; set "
                                 f"AUTOMODEL_PROMPTS_DIR to a folder with {role}.md")
     fields: dict[str, object] = {f"interface_{c}": interface_text(c) for c in _CONTRACT_TYPES}
+    fields.update({f"reference_{c}": (REFERENCE_DIR / f"{c}.py").read_text(encoding="utf-8") for c in _CONTRACT_TYPES})
+    fields["ops"] = ops_text()
+    fields["knobs"] = knobs_text()
     component = values.get("component")
     if isinstance(component, str) and component in _CONTRACT_TYPES:
         fields["interface"] = interface_text(component)

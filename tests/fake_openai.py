@@ -9,20 +9,32 @@ named by its ``model`` field (one model name per role keeps the roles' scripts a
 A reply is a text answer, or a fault: a body that is not JSON, a status code (429 with
 ``Retry-After``, 500), an empty answer, or a hang longer than the client's timeout. An
 exhausted queue answers 500 ``script exhausted``, which the test sees in ``server.requests``.
+
+With ``responder=`` (e.g. a :class:`FlakyModel`), a model whose queue is empty or absent is
+answered by ``responder(request)`` instead: a seeded mid-quality model that answers each role
+from its request, with a chosen share of bad replies (NameErrors, shape bugs, wrong permutes,
+missing packages, wrong function names, prose-only replies, truncated code with
+``finish_reason == "length"``, JSON with trailing commas, an endless loop in ``build_training``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
+import re
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __all__ = [
+    "FAULTS",
     "FakeOpenAI",
+    "FlakyModel",
     "Reply",
     "empty",
     "hang",
@@ -90,8 +102,9 @@ class Request:
 class FakeOpenAI:
     """The server; a context manager that starts it in a daemon thread on ``127.0.0.1``."""
 
-    def __init__(self, script: dict[str, list[Reply]]):
+    def __init__(self, script: dict[str, list[Reply]], responder: Callable[[Request], Reply] | None = None):
         self.script = {model: list(replies) for model, replies in script.items()}
+        self.responder = responder
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -146,6 +159,9 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append(request)
                 reply = fake._next(model)
+                if reply is None and fake.responder is not None:
+                    with fake._lock:  # seeded: one answer at a time, in arrival order
+                        reply = fake.responder(request)
                 if reply is None:
                     request.answered = "exhausted"
                     self._send(500, json.dumps({"error": {"message": f"script exhausted for model {model!r}"}}))
@@ -187,3 +203,173 @@ class FakeOpenAI:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+# --- a seeded, flaky mid-quality model --------------------------------------------------------------
+
+FAULTS: dict[str, tuple[str, ...]] = {
+    "architect": ("prose_only", "truncated", "trailing_commas", "name_error", "shape_bug", "wrong_permute",
+                  "endless_loop", "missing_package"),
+    "data_engineer": ("name_error", "missing_package", "wrong_function", "prose_only", "truncated", "wrong_permute"),
+    "model_engineer": ("name_error", "missing_package", "wrong_function", "prose_only", "truncated", "shape_bug"),
+    "training_engineer": ("name_error", "missing_package", "wrong_function", "prose_only", "truncated",
+                          "endless_loop"),
+    "analyst": ("prose_only", "truncated", "trailing_commas", "invented_knob"),
+    "summarizer": ("wrong_numbers", "prose_only"),
+}
+"""The bad replies each role's model makes (runtime bugs included: shape bug, permute, endless loop)."""
+
+_CHANGES: list[tuple[str, dict[str, object]]] = [
+    ("training_engineer", {"LR": 0.002}), ("training_engineer", {"LR": 0.004}),
+    ("training_engineer", {"LABEL_SMOOTHING": 0.05}), ("training_engineer", {"WEIGHT_DECAY": 0.02}),
+    ("training_engineer", {"WARMUP_EPOCHS": 0.5}), ("model_engineer", {"WIDTH": 12}),
+    ("model_engineer", {"DROPOUT": 0.2}), ("data_engineer", {"ERASING": 0.1}),
+    ("data_engineer", {"MIX_PROB": 0.3}), ("model_engineer", {"WIDTH": 6}),
+]
+
+
+def _request_of(request: Request) -> dict[str, object]:
+    for m in request.messages:
+        content = str(m.get("content", ""))
+        match = re.search(r"<automodel-request>\n(.*)\n</automodel-request>", content, re.S)
+        if match:
+            return dict(json.loads(match.group(1)))
+    return {}
+
+
+def _dict(value: object) -> dict[str, object]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _set(code: str, knobs: dict[str, object]) -> str:
+    for name, value in knobs.items():
+        code = re.sub(rf"^{name} = [^#\n]*", f"{name} = {value!r}", code, count=1, flags=re.M)
+    return code
+
+
+def _inject(fault: str, component: str, code: str) -> str:
+    """``code`` with a runtime or static bug of kind ``fault``."""
+    if fault == "name_error":
+        return code.replace("INTERFACE_VERSION = 1", "INTERFACE_VERSION = 1\nSCALE = undefined_scale * 2", 1)
+    if fault == "missing_package":
+        return "import fancyaug  # a package that is not installed\n" + code
+    if fault == "wrong_function":
+        return re.sub(r"^def build_(data|model|training)\(", r"def make_\1(", code, count=1, flags=re.M)
+    if fault == "shape_bug" and component == "model":
+        return code.replace("        return self.head(self.features(x))", "        return self.head(self.features(x)[:, :5])")
+    if fault == "wrong_permute" and component == "data":
+        return code.replace("            x = ops.random_erasing(x, p=ERASING)\n        return x\n",
+                            "            x = ops.random_erasing(x, p=ERASING)\n        return x.permute(0, 2, 3, 1)\n")
+    if fault == "endless_loop" and component == "training":
+        return code.replace("    total = epochs * spec.steps_per_epoch\n",
+                            "    total = epochs * spec.steps_per_epoch\n    while total > 0:\n        total += 1\n")
+    return code
+
+
+@dataclass
+class FlakyModel:
+    """Answers every role like a mid-quality model: good replies, and a ``bad_rate`` share of bad ones.
+
+    Seeded: the same requests in the same order get the same answers. ``counts`` tallies what was sent.
+    """
+
+    seed: int = 0
+    bad_rate: float = 0.5
+    references: dict[str, str] = field(default_factory=dict)
+    """The reference files (component -> source), the basis of good code."""
+    only: tuple[str, ...] = ()
+    """Restrict the bad replies to these kinds (e.g. the runtime bugs); a role with none of them answers well."""
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def __call__(self, request: Request) -> Reply:
+        role = request.model
+        req = _request_of(request)
+        context = _dict(req.get("context"))
+        kinds = [k for k in FAULTS.get(role, ("prose_only",)) if not self.only or k in self.only]
+        bad = self.rng.random() < self.bad_rate
+        fault = self.rng.choice(kinds) if bad and kinds else ""
+        self.counts[f"{role}:{fault or 'good'}"] += 1
+        if fault == "prose_only":
+            return text("I would make the model a bit better by tuning the learning rate and adding augmentation.")
+        if role == "architect":
+            return self._architect(fault)
+        if role.endswith("_engineer"):
+            return self._engineer(role.split("_")[0], context, fault)
+        if role == "analyst":
+            return self._analyst(context, fault)
+        return self._summary(context, fault)
+
+    def _architect(self, fault: str) -> Reply:
+        files = {"data": _set(self.references["data"], {"HFLIP": False, "TTA_HFLIP": False, "BATCH_SIZE": 128}),
+                 "model": _set(self.references["model"], {"ARCH": "small_cnn", "WIDTH": 8}),
+                 "training": _set(self.references["training"], {"MAX_EPOCHS": 4})}
+        victim = {"shape_bug": "model", "wrong_permute": "data", "endless_loop": "training"}.get(fault) \
+            or self.rng.choice(["data", "model", "training"])
+        if fault:
+            files[victim] = _inject(fault, victim, files[victim])
+        head = '{"summary": "small CNN, no flips (digits)", "rationale": ["orientation carries the label"], ' \
+               '"decisions": {"backbone": "small_cnn"}}'
+        if fault == "trailing_commas":
+            head = head.replace('"]', '",]').replace('"}}', '",},}')
+        body = f"```json\n{head}\n```\n" + "\n".join(f"```python\n# {c}.py\n{code}```" for c, code in files.items())
+        if fault == "truncated":
+            return text(body[: len(body) * 2 // 3], finish_reason="length")
+        return text(body)
+
+    def _engineer(self, component: str, context: dict[str, object], fault: str) -> Reply:
+        current = str(context.get("current_code") or self.references[component])
+        phase = context.get("phase")
+        change = "kept the file"
+        if phase == "repair":  # a decent model repairs by going back to the known-good structure
+            knobs = {k: v for k, v in re.findall(r"^([A-Z_]+) = ([^#\n]+)", current, re.M)}
+            code = self.references[component]
+            for name, value in knobs.items():
+                code = re.sub(rf"^{name} = [^#\n]*", f"{name} = {value.strip()}", code, count=1, flags=re.M)
+            change = "rewrote the broken part from the reference structure"
+            error = _dict(context.get("error"))
+            if error.get("error_type") == "Infeasible" and component == "model":  # too slow: a narrower network
+                width = re.search(r"^WIDTH = (\d+)", code, re.M)
+                code = _set(code, {"WIDTH": max(4, int(width.group(1)) // 2 if width and int(width.group(1)) else 8)})
+                change = "halved WIDTH so an epoch fits the budget"
+        elif phase == "revision":
+            wanted = _dict(_dict(context.get("feedback")).get("knobs")) or {"DROPOUT": 0.15}
+            code = _set(current, wanted)
+            change = f"set {wanted}"
+        else:
+            code = current
+        code = _inject(fault, component, code) if fault else code
+        body = f"```python\n{code}```\nCHANGE: {change}"
+        if fault == "truncated":
+            lines = code.splitlines()
+            return text("```python\n" + "\n".join(lines[: len(lines) * 3 // 4]) + "\n```", finish_reason="length")
+        return text(body)
+
+    def _analyst(self, context: dict[str, object], fault: str) -> Reply:
+        tried = set(map(str, _list(context.get("tried"))))
+        options = [c for c in _CHANGES if not any(k in t for k in c[1] for t in tried)] or _CHANGES
+        target, knobs = self.rng.choice(options)
+        if fault == "invented_knob":
+            target, knobs = "training_engineer", {"LEARNING_RATE": 0.01}
+        body = json.dumps({"target": target, "diagnosis": "room to improve", "change": f"set {knobs}",
+                           "expected_effect": "higher validation accuracy", "knobs": knobs})
+        if fault == "trailing_commas":
+            body = body[:-1] + ",}"
+        if fault == "truncated":
+            return text("```json\n" + body[: len(body) // 2], finish_reason="length")
+        return text(f"```json\n{body}\n```")
+
+    def _summary(self, context: dict[str, object], fault: str) -> Reply:
+        report = _dict(context.get("report"))
+        acc = report.get("val_accuracy")
+        epochs = len(_list(report.get("epochs")))
+        if fault == "wrong_numbers":
+            return text(f"The attempt reached {0.9931 if acc else 0.5:.4f} after {epochs + 6} epochs.")
+        outcome = f"reached {acc:.4f} in {epochs} epochs" if isinstance(acc, float) else f"ended {report.get('status')}"
+        return text(f"Attempt {report.get('iteration')} ({report.get('change', '')[:80]}) {outcome}.")

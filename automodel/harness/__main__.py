@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from automodel.harness._guard import install_guard
     from automodel.harness._job import JobData
     from automodel.harness._loader import ComponentFailure, load_components
-    from automodel.harness._train import predict, train
+    from automodel.harness._train import BOUNDARIES, predict, train
 
     torch.set_num_threads(job.threads or available_cpus())
     if not job.hub_available:
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return ERROR_EXIT_CODE
     except ComponentFailure as failure:
         payload = failure.to_json()
+        payload["boundaries"] = dict(BOUNDARIES)  # shapes/dtypes that crossed the component boundaries last
         if isinstance(failure.exc, MemoryError) or "out of memory" in payload["message"].lower():
             payload["error_type"] = "MemoryError"
         write_json_atomic(job_dir / ERROR_FILE, payload)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +29,46 @@ from automodel.interfaces import (
     TrainRecipe,
     TrainSpec,
 )
+
+BOUNDARIES: dict[str, str] = {}
+"""What crossed the component boundaries last (shape and dtype), written to ``error.json`` on a crash:
+the evidence for blaming the file at fault rather than the file that raised."""
+
+
+def _describe(value: Any) -> str:
+    if torch.is_tensor(value):
+        return f"{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
+    return type(value).__name__
+
+
+class StepTimeout(TimeoutError):
+    """A component call that did not return in time (an endless loop, most often)."""
+
+
+@contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Raise :class:`StepTimeout` inside the block after ``seconds`` (main thread, POSIX; else no limit)."""
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise StepTimeout(f"{what} did not finish within {seconds:.0f} s: look for an endless loop (a `while` whose "
+                          "condition never changes, a loop over an iterator that never ends) or work that grows with "
+                          "the data; build_training should only create the optimizer, the loss and the schedule")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def smoke_limit_s(time_budget_s: float) -> float:
+    """How long building the training recipe and one optimizer step may take: a quarter of the budget, 10-60 s."""
+    return max(10.0, min(60.0, 0.25 * time_budget_s))
 
 
 @contextmanager
@@ -207,10 +249,19 @@ class Candidate:
         xb = self.train.batch(idx, self.device, augment=True)
         assert self.train.y is not None
         yb = torch.nn.functional.one_hot(self.train.y[idx], self.num_classes).float().to(self.device)
+        BOUNDARIES.clear()
+        BOUNDARIES["harness -> data.train_transform (stored images, NCHW)"] = _describe(xb)
         if self.recipe.features:
             return xb, yb
         with owned_by("data", self.files):
             x = self.recipe.train_transform(xb)
+            BOUNDARIES["data.train_transform -> model (expected (B, C, H, W) float, "
+                       f"C={self.recipe.out_chans}, H=W={self.recipe.input_size})"] = _describe(x)
+            want = (self.recipe.out_chans, self.recipe.input_size, self.recipe.input_size)
+            if torch.is_tensor(x) and (x.dim() != 4 or tuple(x.shape[1:]) != want):
+                BOUNDARIES["suspect"] = (f"data: train_transform returned {tuple(x.shape)}, but the DataRecipe declares "
+                                         f"(B, {want[0]}, {want[1]}, {want[2]}) (out_chans, input_size), which the "
+                                         "model was built for")
             if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
                 raise TypeError(f"train_transform must return a float (B,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
             if self.recipe.batch_mix is not None:
@@ -218,8 +269,10 @@ class Candidate:
         return x, yb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        BOUNDARIES["model.forward input"] = _describe(x)
         with owned_by("model", self.files):
             logits = self.model(x)
+            BOUNDARIES[f"model.forward output (expected ({x.shape[0]}, {self.num_classes}))"] = _describe(logits)
             if not torch.is_tensor(logits) or logits.shape != (x.shape[0], self.num_classes):
                 raise ValueError(
                     f"model returned {getattr(logits, 'shape', type(logits))}, expected ({x.shape[0]}, {self.num_classes})"
@@ -244,6 +297,24 @@ class Candidate:
         self.model.load_state_dict(state)
         # The fastest step measures the compute; slower ones mostly measure other load.
         return float(min(timings))
+
+    def trial_step(self, recipe: TrainRecipe) -> None:
+        """One optimizer step with the recipe (schedule, loss, step), weights and optimizer state restored after."""
+        model_state = copy.deepcopy(self.model.state_dict())
+        opt_state = copy.deepcopy(recipe.optimizer.state_dict())
+        self.model.train()
+        x, y = self.transform_train(torch.randperm(len(self.train))[: min(self.recipe.batch_size, len(self.train))])
+        logits = self.forward(x)
+        with owned_by("training", self.files):
+            if recipe.lr_schedule is not None:
+                float(recipe.lr_schedule(0))
+            loss = recipe.loss_fn(logits, y)
+            recipe.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            recipe.optimizer.step()
+            recipe.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(model_state)
+        recipe.optimizer.load_state_dict(opt_state)
 
     def build_training(self, est_step_s: float) -> TrainRecipe:
         steps = max(1, len(self.train) // self.recipe.batch_size)
@@ -315,7 +386,11 @@ def train(
     cand = Candidate(job, modules, files, data)
     val = cand.split(data, "val")
     est = cand.smoke(job.smoke_steps)
-    recipe = cand.build_training(est)
+    # The smoke test covers the training recipe too: built, and one optimizer step, under a short limit,
+    # so an endless loop in build_training is a crash of training.py, not a timeout of the whole candidate.
+    with owned_by("training", files), time_limit(smoke_limit_s(job.time_budget_s), "build_training and one optimizer step"):
+        recipe = cand.build_training(est)
+        cand.trial_step(recipe)
     model, opt = cand.model, recipe.optimizer
     use_amp = recipe.amp and cand.device.startswith("cuda")
     if recipe.channels_last and cand.device.startswith("cuda"):

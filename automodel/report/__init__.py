@@ -11,12 +11,13 @@ from pathlib import Path
 
 from automodel._io import atomic_write_text
 from automodel._logs import redact
-from automodel.report._collect import RunView, load_run_view
+from automodel.report._collect import RunView, YieldCount, authorship, load_run_view, yield_count
 from automodel.report._html import render_html
 from automodel.report._markdown import render_markdown
 from automodel.store import RunStore
 
-__all__ = ["RunView", "build_report", "load_run_view", "render_html", "render_markdown", "write_report"]
+__all__ = ["RunView", "YieldCount", "authorship", "build_report", "load_run_view", "render_html", "render_markdown",
+           "write_report", "yield_count"]
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -15,10 +15,66 @@ from typing import Any
 import numpy as np
 
 from automodel.data import DataError, PreparedData
+from automodel.experts import EXPERT_NAME
 from automodel.interfaces import COMPONENT_FILES
 from automodel.store import Attempt
 
-__all__ = ["RunView", "load_run_view"]
+__all__ = ["RunView", "YieldCount", "authorship", "load_run_view", "yield_count"]
+
+NOT_LLM = {EXPERT_NAME: "expert", "reference": "reference", "incumbent": "incumbent", "unchanged": "incumbent",
+           "": "unknown"}
+"""Authors that are not a model backend, and the kind each counts as."""
+
+
+def authorship(attempt: Attempt) -> str:
+    """Who wrote what an attempt changed or repaired: ``llm`` (every changed component by a model backend),
+    ``expert`` (the offline expert wrote any of it), ``reference``, ``incumbent`` (nothing changed) or ``unknown``
+    (a history line without authors)."""
+    changed = {c: a for c, a in attempt.authors.items() if a != "incumbent"}
+    if not attempt.authors:
+        return "unknown"
+    if not changed:
+        return "incumbent"
+    kinds = {NOT_LLM.get(a, "llm") for a in changed.values()}
+    for kind in ("expert", "reference", "unknown", "incumbent"):
+        if kind in kinds:
+            return kind
+    return "llm"
+
+
+@dataclass(frozen=True)
+class YieldCount:
+    """The honest yield: valid attempts whose changed code a model backend wrote, and the takeovers apart."""
+
+    attempts: int
+    valid: int
+    llm_attempts: int
+    llm_valid: int
+    expert_attempts: int
+    expert_valid: int
+    other_attempts: int
+    """Reference, incumbent re-trains, lines without authors."""
+
+    @property
+    def llm_yield(self) -> float:
+        """Valid LLM-authored attempts over all attempts (takeovers count as misses)."""
+        return self.llm_valid / max(self.attempts, 1)
+
+    def describe(self) -> str:
+        return (f"attempts: {self.attempts}; valid with LLM-authored code: {self.llm_valid} "
+                f"(yield {self.llm_yield:.0%}); expert takeovers: {self.expert_attempts} ({self.expert_valid} valid); "
+                f"reference, incumbent or unattributed: {self.other_attempts}; valid in all: {self.valid}")
+
+
+def yield_count(history: list[Attempt]) -> YieldCount:
+    """Count ``history`` by :func:`authorship`."""
+    kinds = [(authorship(a), a.val_accuracy is not None) for a in history]
+    return YieldCount(
+        attempts=len(kinds), valid=sum(v for _, v in kinds),
+        llm_attempts=sum(k == "llm" for k, _ in kinds), llm_valid=sum(k == "llm" and v for k, v in kinds),
+        expert_attempts=sum(k == "expert" for k, _ in kinds), expert_valid=sum(k == "expert" and v for k, v in kinds),
+        other_attempts=sum(k not in ("llm", "expert") for k, _ in kinds),
+    )
 
 SAMPLES_PER_CLASS = 8
 MAX_SAMPLE_CLASSES = 24

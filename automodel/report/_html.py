@@ -8,7 +8,7 @@ from typing import Any
 
 from automodel.budget import describe_settings
 from automodel.report import _plots
-from automodel.report._collect import RunView
+from automodel.report._collect import RunView, yield_count
 
 __all__ = ["render_html"]
 
@@ -69,6 +69,7 @@ def _overview(v: RunView) -> str:
         ("test images", final.get("test_size")),
         ("submission", "submission.csv" if "submission" in final else None),
         ("attempts", f"{len(v.history)}" + (f" of {int(settings['iterations']) + 1}" if settings.get("iterations") is not None else "")),
+        ("yield", yield_count(v.history).describe() if v.history else None),
         ("time", f"{final['elapsed_s']:.0f}s" if isinstance(final.get("elapsed_s"), (int, float)) else None),
         ("budget", describe_settings(v.run)),
         ("budget used", f"exploration {use.get('explore_s')}s ({use.get('explore_attempts')} attempts), final "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from automodel.budget import describe_settings
 from automodel.experts import get_knobs
-from automodel.report._collect import RunView
+from automodel.report._collect import RunView, authorship, yield_count
 
 __all__ = ["render_markdown"]
 
@@ -51,14 +51,14 @@ def render_markdown(view: RunView) -> str:
         lines.append(f"- **test accuracy of the best, scored once: {final['test_accuracy']:.4f}** ({final.get('test_size')} images)")
     if "submission" in final:
         lines.append("- predictions: `submission.csv`")
-    valid = sum(a.val_accuracy is not None for a in history)
-    lines += [f"- attempts: {len(history)}, with a valid score: {valid} (yield {valid / max(len(history), 1):.0%}); "
-              f"time {final.get('elapsed_s', 0):.0f}s", ""]
-    lines += ["## Attempts", "", "| # | target | change | status | val acc | best | s |", "|---|---|---|---|---|---|---|"]
+    lines += [f"- {yield_count(history).describe()}; time {final.get('elapsed_s', 0):.0f}s", ""]
+    lines += ["## Attempts", "", "| # | target | change | status | val acc | best | s | written by |",
+              "|---|---|---|---|---|---|---|---|"]
     for a in history:
         change = a.change.replace("|", "/").replace("\n", " ")[:110]
+        authors = ", ".join(f"{c}: {w}" for c, w in a.authors.items() if w != "incumbent") or "incumbent"
         lines.append(f"| {a.iteration} | {a.target} | {change} | {a.status} | {_fmt(a.val_accuracy)} | "
-                     f"{_fmt(a.best_val_accuracy)} | {a.seconds:.0f} |")
+                     f"{_fmt(a.best_val_accuracy)} | {a.seconds:.0f} | {authorship(a)} ({authors}) |")
     metrics = view.best_metrics
     if metrics:
         curve = [e["val_accuracy"] for e in metrics.get("history", [])]

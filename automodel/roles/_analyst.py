@@ -8,9 +8,10 @@ from typing import Any
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
-from automodel.experts import change_key
-from automodel.messages import AnalystFeedback, ComponentCode, RunReport
+from automodel.experts import change_key, get_knobs
+from automodel.messages import ENGINEER_OF, AnalystFeedback, ComponentCode, RunReport
 from automodel.roles._base import ReplyError, RoleAgent, last_of
+from automodel.roles._incumbent import incumbent_files
 from automodel.roles._parse import extract_json
 
 __all__ = ["AnalystAgent"]
@@ -19,12 +20,22 @@ HISTORY_CHARS = 6000
 """How much summarized history the Analyst reads: the newest entries that fit, plus the best."""
 
 
-def _parse(text: str) -> AnalystFeedback:
+def _parse(text: str, known: Mapping[str, Mapping[str, Any]] | None = None) -> AnalystFeedback:
+    """The feedback; with ``known`` (component -> its knobs), knobs the target's file does not define are refused."""
     data = extract_json(text)
     try:
         feedback = AnalystFeedback.model_validate(data)
     except ValueError as exc:
         raise ReplyError(f"the JSON does not match the schema: {str(exc)[:300]}") from exc
+    if known is not None:
+        component = next(c for c, role in ENGINEER_OF.items() if role == feedback.target)
+        defined = known.get(component, {})
+        unknown = sorted(k for k in feedback.knobs if k not in defined)
+        if unknown:
+            allowed = ", ".join(f"{k}={v!r}" for k, v in defined.items() if k != "INTERFACE_VERSION")
+            raise ReplyError(f"knob(s) {', '.join(unknown)} are not defined in {component}.py, so setting them changes "
+                             f"nothing; its knobs (current values) are: {allowed}. Use those, or describe a code "
+                             f"change in `change` with no knobs")
     return feedback
 
 
@@ -79,13 +90,14 @@ class AnalystAgent(RoleAgent):
         skipped = last_of(messages, ComponentCode)
         tried = {change_key(a.target, a.knobs, a.fidelity) for a in store.history()
                  if a.knobs or a.fidelity == "final"} | set(self._sent)
+        known = {c: get_knobs(code) for c, code in incumbent_files(store).items()}
         context = {
             "history": self._history(),
             "attempts": len(store.history()),
             "best_val_accuracy": store.best_val_accuracy(),
             "best_report": best_report(store.best_metrics()),
             "last_report": last.model_dump(exclude={"log_tail"}) if isinstance(last, RunReport) else {},
-            "best_knobs": ctx.knobs(best=True),
+            "best_knobs": known,
             "tried": sorted(tried),
             "profile": ctx.profile,
             "environment": ctx.environment(),
@@ -93,7 +105,7 @@ class AnalystAgent(RoleAgent):
         }
         if isinstance(skipped, ComponentCode) and skipped.phase == "skip":
             context["note"] = f"the last change could not be made ({skipped.change}); choose another"
-        feedback, author = await self.ask(context, _parse, cancellation_token)
+        feedback, author = await self.ask(context, lambda text: _parse(text, known), cancellation_token)
         if feedback is None:
             feedback = AnalystFeedback(target="training_engineer", diagnosis="no usable analysis from the backend",
                                        change="lower the learning rate by a third", expected_effect="steadier training",

@@ -12,6 +12,7 @@ from automodel.interfaces import COMPONENTS
 from automodel.messages import TechnicalDesign
 from automodel.prompts import interface_text
 from automodel.roles._base import RoleAgent
+from automodel.roles._incumbent import save_design
 from automodel.roles._parse import extract_json, split_components
 
 __all__ = ["ArchitectAgent"]
@@ -60,4 +61,5 @@ class ArchitectAgent(RoleAgent):
                 design = design_or_none
                 design.author = author
         store.update_run(design=design.model_dump(exclude={"components"}))
+        save_design(store, design.components)
         return design

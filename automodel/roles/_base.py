@@ -121,6 +121,9 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 def _reply_text(result: CreateResult) -> str:
     """The reply's text, or a ReplyError saying what was wrong with it."""
+    if result.finish_reason == "length":
+        raise ReplyError("the reply was cut off at the token limit (finish_reason length), so the code or JSON in it "
+                         "may be incomplete even where it parses; reply again, complete and much shorter")
     if result.finish_reason == "content_filter":
         raise ReplyError("the reply was withheld by the provider's content filter; answer the technical request only")
     if not isinstance(result.content, str):
@@ -270,9 +273,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
                     try:
                         return self._parse(result, parse), backend
                     except ReplyError as exc:
-                        kind, error = "unusable_reply", str(exc)
-                        if result.finish_reason == "length":
-                            error += " (the reply was cut off at the token limit: be much shorter)"
+                        kind, error = ("truncated" if result.finish_reason == "length" else "unusable_reply"), str(exc)
                         messages = [*first, AssistantMessage(content=text[:2000] or "(empty)", source=self.name),
                                     UserMessage(content=f"Your previous reply could not be used: {error}\n"
                                                 "Reply again to the request above, following the reply format exactly.",

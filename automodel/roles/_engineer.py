@@ -12,17 +12,34 @@ from autogen_core import CancellationToken
 from automodel.experts import get_knobs
 from automodel.interfaces import COMPONENT_FILES, REFERENCE_DIR, validate_component
 from automodel.messages import AnalystFeedback, ComponentCode, ComponentName, ExecutionError, TechnicalDesign
-from automodel.roles._base import RoleAgent, last_of
-from automodel.roles._parse import component_code
+from automodel.roles._base import ReplyError, RoleAgent, last_of
+from automodel.roles._incumbent import incumbent_files
+from automodel.roles._parse import component_code, same_code, unused_new_knobs
 
 __all__ = ["EngineerAgent"]
 
+SIBLING_CHARS = 6000
+"""How much of each sibling file a repair request carries."""
 
-def _parse_reply(component: str):  # noqa: ANN202
+
+def _parse_reply(component: str, current: str = "", phase: str = "init"):  # noqa: ANN202
+    """Parse an engineer's reply; refuse (with the reason, for the retry) a no-op change or invented knobs."""
+
     def parse(text: str) -> tuple[str, str, bool]:
         if text.strip().upper().startswith("SKIP:"):
             return "", text.strip()[5:].strip(), True
         code = component_code(text, component)
+        if phase in ("revision", "repair") and current and same_code(code, current):
+            what = "the incumbent's" if phase == "revision" else "the file that failed"
+            raise ReplyError(f"{component}.py is the same as {what} except for comments or whitespace: it would "
+                             f"change nothing. Make the change asked (edit the code or the knob values), or reply "
+                             f"SKIP: <reason> if it cannot be done")
+        invented = unused_new_knobs(current, code) if current else []
+        if invented:
+            known = ", ".join(sorted(k for k in get_knobs(current) if k != "INTERFACE_VERSION"))
+            raise ReplyError(f"{component}.py sets knob(s) {', '.join(invented)} that the file does not define and no "
+                             f"code reads, so they change nothing; use the file's own knobs ({known}) or change "
+                             f"the code that does the work")
         change = ""
         for line in text.splitlines():
             if line.strip().upper().startswith("CHANGE:"):
@@ -39,7 +56,11 @@ class EngineerAgent(RoleAgent):
     output_types = (ComponentCode,)
 
     def _file_of(self, folder: Path) -> str:
-        path = folder / COMPONENT_FILES[self.component]
+        return self._file_of_component(folder, self.component)
+
+    @staticmethod
+    def _file_of_component(folder: Path, component: str) -> str:
+        path = folder / COMPONENT_FILES[component]
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> ComponentCode:
@@ -51,9 +72,16 @@ class EngineerAgent(RoleAgent):
             phase = "repair"
             current = self._file_of(store.iteration_dir(trigger.iteration))
             extra: dict[str, Any] = {"error": trigger.model_dump()}
+            # The sibling files of the failed attempt: the fault may lie where they meet this one.
+            failed = store.iteration_dir(trigger.iteration)
+            extra["sibling_code"] = {c: self._file_of_component(failed, c)[:SIBLING_CHARS]
+                                     for c in COMPONENT_FILES if c != self.component}
+            asked = last_of(messages, AnalystFeedback)
+            if isinstance(asked, AnalystFeedback):  # a repair must keep the change it repairs
+                extra["feedback"] = asked.model_dump()
         elif isinstance(trigger, AnalystFeedback):
             phase = "revision"
-            current = self._file_of(store.best_dir if (store.best_dir / "model.py").is_file() else REFERENCE_DIR)
+            current = incumbent_files(store)[self.component]
             extra = {"feedback": trigger.model_dump()}
         else:
             phase = "init"
@@ -75,20 +103,22 @@ class EngineerAgent(RoleAgent):
             "description": self.ctx.description,
             **extra,
         }
-        result, author = await self.ask(context, _parse_reply(self.component), cancellation_token,
+        result, author = await self.ask(context, _parse_reply(self.component, current, phase), cancellation_token,
                                         prompt_vars={"component": self.component})
         knobs = dict(trigger.knobs) if isinstance(trigger, AnalystFeedback) else {}
         if result is None or result[2]:
             reason = result[1] if result else "no valid code from the backend"
             if phase == "init" and not validate_component(self.component, current):
                 return ComponentCode(component=self.component, code=current, phase="init", iteration=iteration,
-                                     change=f"kept the Architect's file ({reason})", author=author or "unchanged")
+                                     change=f"kept the Architect's file ({reason})",
+                                     author=trigger.author if isinstance(trigger, TechnicalDesign) and trigger.author
+                                     else "unchanged")
             return ComponentCode(component=self.component, code=current, change=reason, phase="skip",
                                  iteration=iteration, author=author, knobs=knobs)
         code, change, _ = result
-        if phase == "revision" and not knobs:
+        if phase == "revision":  # the knobs actually in the file, not the ones asked for
             before, after = get_knobs(current), get_knobs(code)
-            knobs = {k: v for k, v in after.items() if before.get(k) != v}
+            knobs = {k: v for k, v in after.items() if before.get(k) != v and isinstance(v, str | float | int | bool)}
         return ComponentCode(component=self.component, code=code, change=change, phase=phase,
                              iteration=iteration, author=author, knobs=knobs)
 

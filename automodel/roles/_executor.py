@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage
@@ -20,7 +21,7 @@ from autogen_core import CancellationToken
 
 from automodel.executors import ExecutionResult
 from automodel.harness import declared_features
-from automodel.interfaces import COMPONENT_FILES, COMPONENTS, REFERENCE_DIR, validate_components
+from automodel.interfaces import COMPONENT_FILES, validate_components
 from automodel.messages import (
     ENGINEER_OF,
     AnalystFeedback,
@@ -32,6 +33,7 @@ from automodel.messages import (
     TechnicalDesign,
 )
 from automodel.roles._base import RoleAgent, last_of
+from automodel.roles._incumbent import incumbent_files, incumbent_source, knob_diff
 from automodel.store import Attempt, AttemptStatus
 
 __all__ = ["ExecutorAgent", "assemble_components"]
@@ -119,14 +121,25 @@ class ExecutorAgent(RoleAgent):
         code = last_of(messages, ComponentCode)
         if isinstance(code, ComponentCode) and code.phase == "repair" and self._last_files:
             return dict(self._last_files)  # the attempt being repaired
-        source = store.best_dir if (store.best_dir / "model.py").is_file() else REFERENCE_DIR
-        return {c: (source / COMPONENT_FILES[c]).read_text(encoding="utf-8") for c in COMPONENTS}
+        source = incumbent_source(store)
+        if source != "best" and self._target != "architect":
+            # No candidate succeeded yet: the change starts from the Architect's design (its knobs on the
+            # reference files), never silently from the bare reference. Either way it is a logged fault.
+            what = ("the reference files with the Architect's design knobs" if source == "design"
+                    else "the bare reference (no design was kept)")
+            self._fault("executor", 0, "design_fallback", "no candidate has succeeded yet, so there is no incumbent",
+                        f"{self._target}'s change starts from {what}")
+            self.note(f"no incumbent yet: {self._target}'s change starts from {what}")
+        return incumbent_files(store)
 
     async def act(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> RunReport | ExecutionError:
         run = self.ctx
         store = run.store
         self._begin(messages)
-        files, authors = assemble_components(messages, self._base_files(messages))
+        base = self._base_files(messages)
+        files, authors = assemble_components(messages, base)
+        if self._target != "architect":  # history records the knobs actually in the files, not those asked for
+            self._knobs = knob_diff(base if self._repairs == 0 else incumbent_files(store), files)
         if self._repairs == 0:
             self._authors = authors
         else:
@@ -157,6 +170,7 @@ class ExecutorAgent(RoleAgent):
         result: ExecutionResult | None = None
         extract_s = 0.0
         lines: list[str] = []
+        boundaries: dict[str, str] = {}
         if issues:
             status, seconds, component = "invalid", 0.0, issues[0].component
             error_type, message = "InterfaceError", "; ".join(str(i) for i in issues[:5])
@@ -194,6 +208,16 @@ class ExecutorAgent(RoleAgent):
                     error_type = err.error_type if err else result.status
                     message = err.message if err else f"candidate ended with status {result.status}"
                     lines = [str(x) for x in (err.lines if err else [])]
+                    boundaries = _boundaries(workdir)
+                    blamed = _blame_by_evidence(component, boundaries)
+                    if boundaries:
+                        message += "\nAt the component boundaries: " + "; ".join(
+                            f"{k}: {v}" for k, v in boundaries.items() if k != "suspect")
+                    if blamed != component:
+                        message += (f"\nThe error was raised in {component}.py, but the evidence points at {blamed}.py: "
+                                    f"{boundaries.get('suspect', '')}")
+                        self.note(f"{error_type} raised in {component}.py; blamed on {blamed}.py by the boundary shapes")
+                        component = blamed
         wall = round(time.time() - self._cycle_start, 1)
         common: dict[str, Any] = {
             "iteration": iteration, "target": self._target, "change": self._change, "knobs": self._knobs,
@@ -249,6 +273,32 @@ class ExecutorAgent(RoleAgent):
             log_tail=(result.log_tail[-15:] if result else []), fidelity=self._fidelity, budget_s=round(budget, 1),
             warm_start=warm, features=features,
         )
+
+
+def _boundaries(workdir: Path) -> dict[str, str]:
+    """What the harness saw cross the component boundaries before a crash (``error.json``'s ``boundaries``)."""
+    for path in sorted(workdir.glob("*/error.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found = data.get("boundaries") if isinstance(data, dict) else None
+        if isinstance(found, dict):
+            return {str(k): str(v) for k, v in found.items()}
+    return {}
+
+
+def _blame_by_evidence(raised_in: str, boundaries: Mapping[str, str]) -> str:
+    """The component at fault: the one that raised, unless the boundary shapes point upstream.
+
+    A wrong permute or size in ``data.py`` raises inside ``model.forward`` (or the loss): when the
+    harness saw the data transform return a shape other than the one its recipe declared, the
+    data file is at fault.
+    """
+    suspect = boundaries.get("suspect", "")
+    if raised_in in ("model", "training") and suspect.startswith("data:"):
+        return "data"
+    return raised_in
 
 
 def _as_component(name: str) -> ComponentName:

@@ -27,8 +27,10 @@ __all__ = [
     "extract_code_blocks",
     "extract_json",
     "find_blocks",
+    "same_code",
     "split_components",
     "undefined_names",
+    "unused_new_knobs",
 ]
 
 _OPEN = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([A-Za-z0-9_.+-]*)([^\n]*)$")
@@ -305,3 +307,50 @@ def split_components(text: str) -> dict[str, str]:
     if problems:
         raise ReplyError("components do not satisfy their contracts: " + "; ".join(problems[:6]))
     return {c: out[c] for c in COMPONENTS}
+
+
+# --- no-op changes ----------------------------------------------------------------------------
+
+
+def _normalized(source: str) -> str | None:
+    """The module's syntax tree without comments, whitespace or docstrings (None if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            body.pop(0)
+    return ast.dump(tree, annotate_fields=False)
+
+
+def same_code(a: str, b: str) -> bool:
+    """True when two files differ only in comments, whitespace or docstrings."""
+    na, nb = _normalized(a), _normalized(b)
+    return na is not None and na == nb
+
+
+def _top_constants(tree: ast.Module) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id.isupper():
+                    out.setdefault(t.id, node.lineno)
+    return out
+
+
+def unused_new_knobs(before: str, after: str) -> list[str]:
+    """UPPER_CASE constants ``after`` adds that ``before`` lacks and nothing in ``after`` reads:
+    knobs a model invented (``LEARNING_RATE = 0.01`` next to the file's ``LR``) that change nothing."""
+    try:
+        old, new = ast.parse(before), ast.parse(after)
+    except SyntaxError:
+        return []
+    added = set(_top_constants(new)) - set(_top_constants(old))
+    read = {n.id for n in ast.walk(new) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    read |= {n.value for n in ast.walk(new) if isinstance(n, ast.Constant) and isinstance(n.value, str)}  # getattr/globals()
+    return sorted(k for k in added if k not in read and k != "FEATURES")

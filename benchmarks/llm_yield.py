@@ -1,0 +1,143 @@
+"""How many attempts a flaky LLM gets right: the digits demo, every role an OpenAI-compatible model.
+
+Every role talks through AutoGen's real ``OpenAIChatCompletionClient`` to the loopback server of
+``tests/fake_openai.py``, answered by its seeded :class:`FlakyModel`: a share of bad replies
+(NameErrors, shape bugs, wrong permutes, missing packages, wrong function names, prose-only,
+truncated code with ``finish_reason == "length"``, JSON with trailing commas, an endless loop in
+``build_training``). Each run is a real ``automodel run`` (training on CPU, small budgets).
+
+    python benchmarks/llm_yield.py --rates 0.0 0.5 --seeds 0 1 2 --iterations 6
+
+Writes ``benchmarks/results/llm_yield.md``: bad-reply rate x valid LLM-authored attempts x fallbacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_openai import FakeOpenAI, FlakyModel  # noqa: E402
+
+from automodel.experts import reference_source  # noqa: E402
+from automodel.report import yield_count  # noqa: E402
+from automodel.run import RunOptions, run_team  # noqa: E402
+from automodel.store import RunStore  # noqa: E402
+
+ROLES = ["architect", "data_engineer", "model_engineer", "training_engineer", "analyst", "summarizer"]
+MODEL_INFO = {"vision": False, "function_calling": False, "json_output": False, "family": "unknown",
+              "structured_output": False}
+
+
+def _config(path: Path, base_url: str, max_retries: int) -> Path:
+    spec = {role: {"provider": "OpenAIChatCompletionClient",
+                   "config": {"model": role, "base_url": base_url, "api_key_env": "FAKE_OPENAI_KEY", "timeout": 30.0,
+                              "max_retries": 0, "model_info": MODEL_INFO}} for role in ROLES}
+    path.write_text(yaml.safe_dump({"roles": spec, "max_retries": max_retries, "backoff_s": 0.01}))
+    return path
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate_budget_s: float,
+            max_retries: int, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One demo run at ``rate`` bad replies (of the kinds in ``only``, else all); the counts that matter."""
+    flaky = FlakyModel(seed=seed, bad_rate=rate, only=only,
+                       references={c: reference_source(c) for c in ("data", "model", "training")})
+    started = time.time()
+    with FakeOpenAI({}, responder=flaky) as server:
+        config = _config(workdir / "backends.yaml", server.base_url, max_retries)
+        run_team(RunOptions(data="demo", out=workdir / "run", device="cpu", iterations=iterations, config=config,
+                            candidate_budget_s=candidate_budget_s, max_epochs=2, time_budget_s=3600.0,
+                            final_share=0.0, seed=seed, description="handwritten digits 0-9; orientation matters"),
+                 console=Console(file=io.StringIO()))
+    store = RunStore(workdir / "run")
+    count = yield_count(store.history())
+    faults = _lines(workdir / "run" / "model_faults.jsonl")
+    kinds: dict[str, int] = {}
+    for f in faults:
+        kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
+    return {"rate": rate, "seed": seed, "faults_sent": "runtime only" if only else "all", "attempts": count.attempts, "valid": count.valid, "llm_valid": count.llm_valid,
+            "expert_attempts": count.expert_attempts, "fallbacks": kinds.get("fallback", 0),
+            "design_fallbacks": kinds.get("design_fallback", 0), "faults": kinds,
+            "sent": dict(flaky.counts), "wall_s": round(time.time() - started, 1),
+            "statuses": [a.status for a in store.history()]}
+
+
+def write_table(rows: list[dict[str, Any]], path: Path, note: str) -> None:
+    lines = ["# LLM yield under a flaky model (digits demo, fake OpenAI-compatible server)", "", note, "",
+             "| bad-reply rate | seed | attempts | valid, LLM-authored | valid (all) | expert takeovers | "
+             "expert fallbacks (turns) | design fallbacks | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rate']:.1f}{' (runtime bugs only)' if r.get('faults_sent') == 'runtime only' else ''} | {r['seed']} | {r['attempts']} | {r['llm_valid']} / {r['attempts']} | "
+                     f"{r['valid']} | {r['expert_attempts']} | {r['fallbacks']} | {r['design_fallbacks']} | "
+                     f"{r['wall_s']:.0f} |")
+    lines += ["", "| bad-reply rate | runs | valid LLM-authored / attempts | share | expert fallbacks | design fallbacks |",
+              "|---|---|---|---|---|---|"]
+    for rate, kind in sorted({(r["rate"], r.get("faults_sent", "all")) for r in rows}):
+        group = [r for r in rows if r["rate"] == rate and r.get("faults_sent", "all") == kind]
+        valid, attempts = sum(r["llm_valid"] for r in group), sum(r["attempts"] for r in group)
+        lines.append(f"| {rate:.1f}{' (runtime bugs only)' if kind == 'runtime only' else ''} | {len(group)} | {valid} / {attempts} | {valid / max(attempts, 1):.0%} | "
+                     f"{sum(r['fallbacks'] for r in group)} | {sum(r['design_fallbacks'] for r in group)} |")
+    lines += ["", "Faults logged per run (`model_faults.jsonl` kinds) and replies sent by the fake model:", ""]
+    for r in rows:
+        lines.append(f"- rate {r['rate']:.1f} seed {r['seed']}: statuses {r['statuses']}; faults {r['faults']}; "
+                     f"sent {r.get('sent', {})}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def merge(paths: list[Path], out: Path, note: str) -> None:
+    """One table from the JSON rows several runs of this script printed (``--merge LOG...``)."""
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.startswith("{")]
+    write_table(rows, out, note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=6, help="the run's --iterations (attempts = iterations + 1)")
+    parser.add_argument("--candidate-budget", type=float, default=8.0)
+    parser.add_argument("--max-retries", type=int, default=2)
+    parser.add_argument("--runtime-only", action="store_true",
+                        help="bad replies are only bugs that show at run time (shape bug, wrong permute, endless loop)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="only merge the JSON rows of earlier logs into --out")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm_yield.md")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("FAKE_OPENAI_KEY", "sk-fake")
+    only = ("shape_bug", "wrong_permute", "endless_loop") if args.runtime_only else ()
+    if args.merge:
+        merge(args.merge, args.out, "Merged from: " + ", ".join(p.name for p in args.merge))
+        return 0
+    rows = []
+    for rate in args.rates:
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory(prefix="llm_yield_") as tmp:
+                row = one_run(rate, seed, args.iterations, Path(tmp), candidate_budget_s=args.candidate_budget,
+                              max_retries=args.max_retries, only=only)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            note = (f"Command: `python benchmarks/llm_yield.py {'--runtime-only ' if only else ''}--rates {' '.join(map(str, args.rates))} --seeds "
+                    f"{' '.join(map(str, args.seeds))} --iterations {args.iterations} --candidate-budget "
+                    f"{args.candidate_budget:g} --max-retries {args.max_retries}`; CPU, 2 cores shared with other "
+                    "jobs (wall times are loaded-machine times).")
+            write_table(rows, args.out, note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
