@@ -115,10 +115,14 @@ class BudgetPlan:
         if self.settings.strategy == "budgeted" and not self.final_due():
             # Never eat into the final reserve with exploration.
             share = min(share, max(self.settings.min_candidate_s, left - self.final_reserve_s()))
-        # The last candidate gets what is left: no idle tail smaller than one more candidate.
-        if left - share < self.settings.min_candidate_s + self.overhead_s():
+        # The last candidate gets what is left: no idle tail smaller than one more candidate
+        # (unless the user capped exploration candidates explicitly: the cap holds).
+        if self.settings.candidate_budget_s is None and left - share < self.settings.min_candidate_s + self.overhead_s():
             share = left
-        return max(self.settings.min_candidate_s, min(share, left))
+        floor = self.settings.min_candidate_s
+        if self.settings.candidate_budget_s is not None:
+            floor = min(floor, self.settings.candidate_budget_s)  # an explicit cap holds, even below the default floor
+        return max(floor, min(share, left))
 
     def stop_reason(self, *, at_boundary: bool, best: float | None, tokens_used: int) -> StopReason | None:
         """Why the run must stop now, or None to go on."""

@@ -423,6 +423,8 @@ class Scenario:
     run_args: list[str] = field(default_factory=lambda: list(RUN_ARGS))
     sessions: list[Session] = field(default_factory=list)
     check: Check | None = None
+    segment_checks: list[Check] = field(default_factory=list)
+    """One check per run directory (a fault that missed its moment starts a fresh one)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -535,6 +537,7 @@ def run_scenario(scenario: Scenario, workdir: Path, rng: random.Random) -> Scena
             if session.returncode == 0:
                 break
         checks.append(check_run(out, seen))
+    scenario.segment_checks = list(checks)
     scenario.check = Check.combine(checks)
     return scenario
 

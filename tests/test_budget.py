@@ -41,13 +41,16 @@ def test_exploration_keeps_the_final_reserve_and_the_final_gets_what_is_left():
 
 
 def test_the_last_candidate_absorbs_a_tail_too_small_for_another():
-    s = _settings(time_budget_s=300, strategy="paper", candidate_budget_s=50)
+    s = _settings(time_budget_s=300, strategy="paper")
+    assert s.candidate_budget_s is None
     history = [_attempt(60, 50)]  # overhead 10 s
-    # 85 s left: 60 s usable after overhead and the final scoring; a 50 s candidate would leave 10 s,
+    plan0 = BudgetPlan(s, 0.0, history)
+    assert plan0.explore_budget_s() == pytest.approx(0.8 * 300 / 7 - s.candidate_overhead_s)
+    # 40 s left: 20 s after overhead and the final scoring; a 14 s candidate would leave 6 s,
     # less than another candidate needs (8 s of training + 10 s overhead): take it all.
-    plan = BudgetPlan(s, 300 - 85, history)
+    plan = BudgetPlan(s, 300 - 40, history)
     budget = plan.candidate_budget_s("explore")
-    assert budget == pytest.approx(85 - FINALIZE_RESERVE_S - 10.0)
+    assert budget == pytest.approx(40 - FINALIZE_RESERVE_S - 10.0)
     # After that candidate the idle tail is the finalize reserve only.
     after = BudgetPlan(s, 300 - FINALIZE_RESERVE_S - 1, history)
     reason = after.stop_reason(at_boundary=True, best=None, tokens_used=0)
@@ -59,6 +62,9 @@ def test_explicit_candidate_budget_caps_exploration_only():
     plan = BudgetPlan(s, 0.0, [])
     assert plan.candidate_budget_s("explore") == 30
     assert plan.candidate_budget_s("final") > 500
+    # Even near the end an explicit cap holds for exploration (only the final phase takes the rest).
+    late = BudgetPlan(_settings(time_budget_s=60, candidate_budget_s=5), 0.0, [])
+    assert late.candidate_budget_s("explore") == 5
 
 
 def test_paper_strategy_divides_the_budget_into_equal_shares():

@@ -47,4 +47,6 @@ def test_torn_history_damaged_data_and_full_disk_then_resume(tmp_path: Path) -> 
     assert "changed since it was prepared" in after_data, after_data[-2000:]
     check = scenario.check
     assert check is not None and check.problems == []
-    assert check.finished and check.recorded_right and check.lost == 0 and check.attempts == 2
+    assert check.finished and check.recorded_right and check.lost == 0
+    # Every run directory honoured --iterations 1 (a fault that missed its moment starts a fresh one).
+    assert scenario.segment_checks and all(c.attempts == 2 for c in scenario.segment_checks), scenario.segment_checks
