@@ -138,9 +138,12 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, on_sigint)
-    reason: StopReason | None = None
+    # A session starts at an attempt boundary: a resumed run whose budget or cap is already
+    # spent goes straight to scoring instead of starting one more attempt.
+    reason: StopReason | None = run.plan().stop_reason(at_boundary=True, best=store.best_val_accuracy(),
+                                                       tokens_used=_tokens_used(store)) if opts.resume else None
     try:
-        while True:
+        while reason is None:
             result: TaskResult | None = None
             async for item in team.run_stream(task=task, output_task_messages=task is not None):
                 if isinstance(item, TaskResult):
@@ -153,6 +156,7 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
             if external.terminated:
                 reason = StopReason(kind="interrupted", message="stopped by Ctrl-C")
             if reason is not None and reason.pauses_only:
+                reason = None  # only the pause after an attempt: go on
                 continue
             break
     finally:
@@ -169,6 +173,11 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
     console.print(f"report: {store.root / 'report.html'} (and report.md)")
     display.finish(final)
     return final
+
+
+def _tokens_used(store: RunStore) -> int:
+    return sum(int(u.get("prompt_tokens", 0)) + int(u.get("completion_tokens", 0))
+               for u in store.usage().values() if isinstance(u, dict))
 
 
 async def _save(store: RunStore, team: Any, run: Run) -> None:

@@ -48,5 +48,6 @@ def test_torn_history_damaged_data_and_full_disk_then_resume(tmp_path: Path) -> 
     check = scenario.check
     assert check is not None and check.problems == []
     assert check.finished and check.recorded_right and check.lost == 0
-    # Every run directory honoured --iterations 1 (a fault that missed its moment starts a fresh one).
-    assert scenario.segment_checks and all(c.attempts == 2 for c in scenario.segment_checks), scenario.segment_checks
+    # Every run directory made its two attempts. More is possible: a candidate that crashes because the
+    # disk filled up is repaired like any crash, and a repair is an attempt of its own (history says so).
+    assert scenario.segment_checks and all(c.attempts >= 2 for c in scenario.segment_checks), scenario.segment_checks
