@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from automodel._io import atomic_write_bytes, durable_replace
+
 from ._models import ExecutionRequest
 
 __all__ = ["Bundle", "FileState", "MARKER_PREFIX", "apply_bundle", "make_bundle", "remove_bundle", "request_roots", "snapshot"]
@@ -102,38 +104,37 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(parent == r or r in parent.parents for r in (root.resolve() for root in roots))
 
 
+def _shipped_target(name: str, roots: list[Path]) -> Path | None:
+    """Where a shipped file may be written: an absolute path inside ``roots`` (else None, logged)."""
+    target = Path(name)
+    if not target.is_absolute() or ".." in target.parts:
+        log.error("executor_ship_refused_path", path=name)
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(target, roots):
+        log.error("executor_ship_refused_path", path=name, roots=[str(r) for r in roots])
+        return None
+    return target
+
+
 def apply_bundle(roots: list[Path], bundle: Bundle) -> list[str]:
     """Write the bundle's files and links, refusing paths outside ``roots``; returns what it wrote."""
     written: list[str] = []
     for root in roots:
         root.mkdir(parents=True, exist_ok=True)
     for name, data in bundle.get("files", {}).items():
-        target = Path(name)
-        if not target.is_absolute() or ".." in target.parts:
-            log.error("executor_ship_refused_path", path=name)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not _inside(target, roots):
-            log.error("executor_ship_refused_path", path=name, roots=[str(r) for r in roots])
-            continue
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.ship")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        written.append(name)
+        target = _shipped_target(name, roots)
+        if target is not None:
+            atomic_write_bytes(target, data)
+            written.append(name)
     for name, link_target in bundle.get("links", {}).items():
-        target = Path(name)
-        if not target.is_absolute() or ".." in target.parts:
-            log.error("executor_ship_refused_path", path=name)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not _inside(target, roots):
-            log.error("executor_ship_refused_path", path=name, roots=[str(r) for r in roots])
-            continue
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.ship")
-        tmp.unlink(missing_ok=True)
-        os.symlink(link_target, tmp)
-        os.replace(tmp, target)
-        written.append(name)
+        target = _shipped_target(name, roots)
+        if target is not None:
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.ship")
+            tmp.unlink(missing_ok=True)
+            os.symlink(link_target, tmp)
+            durable_replace(tmp, target)
+            written.append(name)
     return written
 
 

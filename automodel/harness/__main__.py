@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -100,8 +101,6 @@ def _extract(job: HarnessJob, job_dir: Path) -> int:
     last = [0.0]
 
     def progress(split: str, done: int, total: int) -> None:
-        import time
-
         now = time.perf_counter()
         if now - last[0] >= job.progress_every_s or done == total:
             emit("progress", phase=f"features {split}", step=done, steps=total)
