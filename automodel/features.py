@@ -27,12 +27,15 @@ from automodel._io import atomic_open, atomic_write_json
 
 __all__ = [
     "BACKBONES",
+    "EXTRACT_BATCH",
     "FeatureSet",
+    "build_backbone",
     "extract_features",
     "extraction_cost_s",
     "feature_key",
     "features_ready",
     "load_feature_split",
+    "measured_cost_scale",
     "parse_feature_key",
 ]
 
@@ -52,12 +55,19 @@ class Backbone:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
+EXTRACT_BATCH = 8
+"""Images per forward pass during extraction. With channels-last memory, small batches are the
+fastest on a CPU (depthwise convolutions stay in cache): on 2 cores lite0@224 takes 13.9 ms per
+image at batch 8, 16.9 at 32, and 38-62 at batch 64 in the default layout
+(``python -m benchmarks.backbone_cost``)."""
+
 BACKBONES: dict[str, Backbone] = {
-    # Forward-only cost per image measured on this kind of machine (2 cores, torch 2.14,
-    # batch 64, inference mode). EfficientNet-Lite normalises with mean = std = 0.5.
-    "efficientnet_lite0": Backbone("efficientnet_lite0", 224, 1280, 13.0),
-    "efficientnet_lite1": Backbone("efficientnet_lite1", 240, 1280, 19.0),
-    "efficientnet_lite2": Backbone("efficientnet_lite2", 260, 1280, 28.0),
+    # Forward-only cost per image measured on this kind of machine (2 cores, torch 2.14.1,
+    # batch EXTRACT_BATCH, channels-last, inference mode): benchmarks/results/backbone_cost.json.
+    # EfficientNet-Lite normalises with mean = std = 0.5.
+    "efficientnet_lite0": Backbone("efficientnet_lite0", 224, 1280, 16.0),
+    "efficientnet_lite1": Backbone("efficientnet_lite1", 240, 1280, 22.0),
+    "efficientnet_lite2": Backbone("efficientnet_lite2", 260, 1280, 30.0),
 }
 
 
@@ -82,12 +92,42 @@ def parse_feature_key(key: str) -> tuple[str, int]:
     return name, size
 
 
-def extraction_cost_s(key: str, num_images: int, *, cuda: bool = False) -> float:
-    """Estimated seconds to extract ``key`` for ``num_images`` images (train views included by the caller)."""
+def _table_s_per_image(key: str) -> float:
     name, size = parse_feature_key(key)
     b = BACKBONES[name]
-    per_image = b.cpu_ms_per_image * (size / b.native_size) ** 2 / 1000
+    return b.cpu_ms_per_image * (size / b.native_size) ** 2 / 1000
+
+
+def extraction_cost_s(key: str, num_images: int, *, cuda: bool = False, scale: float = 1.0) -> float:
+    """Estimated seconds to extract ``key`` for ``num_images`` images (train views included by the caller).
+
+    ``scale`` corrects the table for this machine: :func:`measured_cost_scale` of the sets
+    this run already extracted (1.0 before the first).
+    """
+    per_image = _table_s_per_image(key) * scale
     return num_images * per_image * (0.05 if cuda else 1.0) + 8.0  # + process start and weight loading
+
+
+def measured_cost_scale(root: Path) -> float:
+    """How much slower (> 1) or faster (< 1) than the table the extractions under ``root`` ran.
+
+    The median over the feature sets found, of measured seconds per image divided by the
+    table's; 1.0 when none is found. Bounded to 0.25..8 so that one odd measurement cannot
+    rule every backbone in or out.
+    """
+    ratios = []
+    for meta_path in sorted(Path(root).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            images = sum(int(v) for v in meta["counts"].values())
+            if images > 0 and float(meta["seconds"]) > 0:
+                ratios.append(float(meta["seconds"]) / images / _table_s_per_image(str(meta["key"])))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    if not ratios:
+        return 1.0
+    ratios.sort()
+    return min(max(ratios[len(ratios) // 2], 0.25), 8.0)
 
 
 @dataclass(frozen=True)
@@ -132,8 +172,15 @@ def load_feature_split(root: Path, key: str, split: str) -> np.ndarray:
     return np.load(path).astype(np.float32)
 
 
-def _build_backbone(name: str, local_weights: dict[str, str], hub: bool) -> Any:
+def build_backbone(name: str, local_weights: dict[str, str], hub: bool, device: str = "cpu") -> Any:
+    """The pretrained backbone ``name`` without its classifier, in eval mode and channels-last
+    memory (the layout feature extraction feeds it), on ``device``.
+
+    Raises:
+        FileNotFoundError: no local weight file and no model hub (the message lists what exists).
+    """
     import timm
+    import torch
 
     from automodel.weights import load_local_weights
 
@@ -145,7 +192,7 @@ def _build_backbone(name: str, local_weights: dict[str, str], hub: bool) -> Any:
             f"no pretrained weights for {name}: neither a local file nor the model hub; "
             f"available here: {sorted(local_weights)}"
         )
-    return model.eval()
+    return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
 def extract_features(
@@ -156,7 +203,7 @@ def extract_features(
     local_weights: dict[str, str],
     hub: bool = False,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int = EXTRACT_BATCH,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Extract ``key`` for every split of the prepared data in ``data_dir`` into ``root``.
@@ -171,7 +218,7 @@ def extract_features(
     name, size = parse_feature_key(key)
     backbone = BACKBONES[name]
     data = PreparedData.load(Path(data_dir))
-    model = _build_backbone(name, local_weights, hub).to(device)
+    model = build_backbone(name, local_weights, hub, device)
     mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
     fs = FeatureSet(Path(root), key)
@@ -192,10 +239,10 @@ def extract_features(
                     xb = xb.expand(-1, 3, -1, -1)
                 xb = torch.nn.functional.interpolate(xb, size=(size, size), mode="bilinear", antialias=True,
                                                      align_corners=False)
-                xb = (xb - mean) / std
+                xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
                 views[split].append(model(xb).float().cpu().numpy())
                 if split == "train":
-                    views["train_flip"].append(model(torch.flip(xb, dims=[3])).float().cpu().numpy())
+                    views["train_flip"].append(model(torch.flip(xb, dims=[3]).contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
                 if on_progress is not None:
                     on_progress(split, min(start + batch_size, len(x)), len(x))
         for view, parts in views.items():

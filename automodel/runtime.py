@@ -20,6 +20,7 @@ from automodel.budget import BudgetPlan
 from automodel.config import BackendConfig, load_backend_config
 from automodel.data import PreparedData
 from automodel.experts import get_knobs
+from automodel.features import measured_cost_scale
 from automodel.harness import CandidateRunner
 from automodel.interfaces import COMPONENTS, PretrainedInfo
 from automodel.settings import RunSettings
@@ -77,6 +78,7 @@ class Run:
         env["candidate_budget_s"] = round(plan.candidate_budget_s("final" if plan.final_due() else "explore"), 1)
         env["budget"] = plan.describe()
         env["features"] = self.features_available()
+        env["extraction_scale"] = round(measured_cost_scale(self.store.root / "features"), 3)
         return env
 
     def features_available(self) -> list[str]:

@@ -17,6 +17,8 @@ it (same code, same private labels for everyone) and keeps each image's predicti
 * Ablations (orientation task): ``automodel+description`` (told what the labels mean),
   ``automodel-no-flip-check`` and ``automodel+description-no-flip-check`` (the run setting
   ``flip_check`` off, CLI ``--no-flip-check``), ``automodel-no-zero-shot``.
+* ``automodel-paper``: the same CLI with ``--strategy paper`` (the paper's loop: equal shares,
+  every attempt from scratch), to compare it with the default budgeted loop at equal clock.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ NAIVE_DIR = Path(__file__).resolve().parent / "naive"
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("automodel", "reference", "finetune", "probe", "naive", "optuna", "optuna-tpe")
 ABLATIONS = ("automodel+description", "automodel-no-flip-check", "automodel+description-no-flip-check",
-             "automodel-no-zero-shot")
+             "automodel-no-zero-shot", "automodel-paper")
 FINETUNE_KNOBS: dict[str, dict[str, Any]] = {
     "data": {"INPUT_SIZE": 128, "AUGMENT": "rrc", "BATCH_SIZE": 32},
     "model": {"ARCH": "efficientnet_lite0", "PRETRAINED": True, "DROPOUT": 0.2},
@@ -173,6 +175,8 @@ def _automodel_flags(contender: str, ds: BenchDataset) -> list[str]:
         flags.append("--no-flip-check")
     if "no-zero-shot" in contender:
         flags.append("--no-zero-shot")
+    if contender.endswith("-paper"):
+        flags += ["--strategy", "paper"]
     return flags
 
 

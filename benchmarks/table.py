@@ -18,7 +18,8 @@ from benchmarks.stats import ALPHA, mcnemar_p, mean_std, verdict, wilson
 __all__ = ["BASELINES", "aggregate", "load_records", "write_table"]
 
 ORDER = ("automodel", "reference", "finetune", "probe", "naive", "optuna", "optuna-tpe", "automodel+description",
-         "automodel-no-flip-check", "automodel+description-no-flip-check", "automodel-no-zero-shot")
+         "automodel-no-flip-check", "automodel+description-no-flip-check", "automodel-no-zero-shot",
+         "automodel-paper")
 BASELINES = ("reference", "finetune", "probe", "naive", "optuna", "optuna-tpe")
 """The contenders the strongest baseline is chosen from (AutoModel and its ablations are not baselines)."""
 ABLATION_ROWS = ("automodel", "automodel+description", "automodel-no-flip-check", "automodel+description-no-flip-check")
