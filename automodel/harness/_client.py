@@ -422,12 +422,14 @@ class CandidateRunner:
         components_dir: Path,
         workdir: Path,
         *,
+        timeout_s: float = 1800.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[str | None, ExecutionResult | None]:
         """Extract the feature set that ``components_dir/data.py`` names (``FEATURES = "..."``), once.
 
         Returns the key (None when the data component uses images) and the extraction
-        result (None when the set was already cached).
+        result (None when the set was already cached). ``timeout_s`` bounds the extraction
+        (a run passes what is left of its clock, so an extraction never runs past the budget).
         """
         from automodel.features import features_ready, parse_feature_key
 
@@ -440,7 +442,8 @@ class CandidateRunner:
             return key, None
         if on_event is not None:
             on_event({"event": "features", "key": key, "message": f"extracting pretrained features {key} (once per run)"})
-        return key, self.extract_features(key, Path(workdir) / f"features-{key.replace('@', '-')}", on_event=on_event)
+        return key, self.extract_features(key, Path(workdir) / f"features-{key.replace('@', '-')}",
+                                          timeout_s=timeout_s, on_event=on_event)
 
 
 def declared_features(data_py: Path) -> str | None:

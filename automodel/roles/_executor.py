@@ -178,7 +178,9 @@ class ExecutorAgent(RoleAgent):
             runner = run.runner(candidate_budget_s=budget)
             extraction: ExecutionResult | None = None
             try:
-                _, extraction = await asyncio.to_thread(runner.ensure_features, workdir, workdir, on_event=run.emit)
+                # The extraction may use what is left of the run, never more (the estimate can be wrong).
+                _, extraction = await asyncio.to_thread(runner.ensure_features, workdir, workdir,
+                                                        timeout_s=max(30.0, plan.usable_s()), on_event=run.emit)
                 extract_s = extraction.duration_s if extraction is not None else 0.0
             except ValueError as exc:  # a malformed or unknown feature set name
                 status, seconds, component, error_type, message = "invalid", 0.0, "data", "FeatureError", str(exc)
@@ -189,6 +191,12 @@ class ExecutorAgent(RoleAgent):
                 error_type = "FeatureExtractionError"
                 message = (f"extracting features {features} failed ({extraction.status}): "
                            f"{extraction.error.message if extraction.error else ''}")
+                if extraction.status == "timeout":
+                    # Not a code fault: the set does not fit in what is left of the run. The
+                    # Analyst makes the next change cheaper; no engineer repair.
+                    error_type = "Infeasible"
+                    message = (f"extracting features {features} did not finish in the {extraction.duration_s:.0f}s "
+                               f"left of the run; choose a cheaper backbone or keep the cached features")
             if status == "ok":
                 # Extraction took clock time: plan the training budget again.
                 budget = run.plan().candidate_budget_s(self._fidelity)
