@@ -33,6 +33,7 @@ __all__ = [
     "extract_features",
     "extraction_cost_s",
     "feature_key",
+    "feature_keys",
     "features_ready",
     "load_feature_split",
     "measured_cost_scale",
@@ -157,12 +158,38 @@ def features_ready(root: Path, key: str, fingerprint: str) -> bool:
         return False
 
 
+def feature_keys(spec: str) -> list[str]:
+    """The feature sets a recipe names: one key, or several joined by ``+`` whose vectors are
+    concatenated (``"efficientnet_lite0@224+efficientnet_lite1@240"``: 2560 features).
+
+    Raises:
+        ValueError: a malformed or unknown key, or the same set twice.
+    """
+    keys = [k.strip() for k in str(spec).split("+")]
+    for key in keys:
+        parse_feature_key(key)
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"feature spec {spec!r} names the same set twice")
+    return keys
+
+
 def load_feature_split(root: Path, key: str, split: str) -> np.ndarray:
     """The float32 ``(N, D)`` features of one split (``train``, ``train_flip``, ``val``, ``test``).
 
+    ``key`` may join several sets with ``+`` (see :func:`feature_keys`): their vectors are
+    concatenated in that order.
+
     Raises:
         FileNotFoundError: the set was not extracted (the message says how to get it).
+        ValueError: the joined sets disagree on the number of images.
     """
+    keys = feature_keys(key)
+    if len(keys) > 1:
+        parts = [load_feature_split(root, k, split) for k in keys]
+        if len({p.shape[0] for p in parts}) != 1:
+            raise ValueError(f"feature sets {keys} hold different numbers of {split} images: "
+                             f"{[p.shape[0] for p in parts]}; extract them again from the same data")
+        return np.concatenate(parts, axis=1)
     path = FeatureSet(Path(root), key).path(split)
     if not path.is_file():
         raise FileNotFoundError(

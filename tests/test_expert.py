@@ -191,3 +191,21 @@ def test_analyst_explores_features_by_gain_per_second_then_final_phase():
     after = _rules.analyst({**ctx, "best_knobs": cnn, "environment": due,
                             "tried": [change_key("training_engineer", {}, "final")]})
     assert after.get("fidelity", "explore") == "explore"
+
+
+def test_analyst_joins_cached_feature_sets_and_never_steps_down_a_backbone():
+    env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0", "efficientnet_lite1"]},
+           "budget": {"remaining_s": 120, "final_due": False},
+           "features": ["efficientnet_lite0@224", "efficientnet_lite1@240"]}
+    profile = {"num_classes": 10, "split_sizes": {"train": 750, "val": 188, "test": 265}}
+    knobs = {"data": {"HFLIP": True, "FEATURES": "efficientnet_lite1@240"}, "model": {"HEAD_HIDDEN": 0},
+             "training": {}}
+    report = _report([1.0, 0.6, 0.5], [0.5, 0.3, 0.3], [0.95, 0.98, 0.98])
+    ctx = {"best_report": report, "last_report": report, "tried": [], "best_knobs": knobs, "profile": profile,
+           "environment": env}
+    first = _rules.analyst(ctx)
+    assert first["knobs"] == {"FEATURES": "efficientnet_lite1@240+efficientnet_lite0@224"}
+    # On the joined set, no single (weaker) backbone is proposed again, and no second join.
+    joined = {**knobs, "data": {**knobs["data"], "FEATURES": first["knobs"]["FEATURES"]}}
+    nxt = _rules.analyst({**ctx, "best_knobs": joined})
+    assert "FEATURES" not in nxt["knobs"]

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from automodel.features import BACKBONES, extraction_cost_s, parse_feature_key
+from automodel.features import (
+    BACKBONES,
+    FeatureSet,
+    extraction_cost_s,
+    feature_keys,
+    load_feature_split,
+    parse_feature_key,
+)
 from automodel.harness import declared_features
 from automodel.weights import local_weight_files
 from automodel.workspace import open_workspace
@@ -73,3 +80,42 @@ def test_feature_keys_are_checked_and_costed():
         parse_feature_key("efficientnet_lite0")
     cheap, dear = extraction_cost_s("efficientnet_lite0@224", 1000), extraction_cost_s("efficientnet_lite2@260", 1000)
     assert cheap < dear
+
+
+def test_joined_feature_sets_are_concatenated_in_order(tmp_path):
+    a, b = "efficientnet_lite0@64", "efficientnet_lite1@64"
+    for key, value in ((a, 1.0), (b, 2.0)):
+        fs = FeatureSet(tmp_path, key)
+        fs.dir.mkdir(parents=True)
+        np.save(fs.path("val"), np.full((5, 3), value, np.float16))
+    assert feature_keys(f"{a}+{b}") == [a, b]
+    joined = load_feature_split(tmp_path, f"{a} + {b}", "val")
+    assert joined.shape == (5, 6) and joined[:, :3].max() == 1.0 and joined[:, 3:].min() == 2.0
+    with pytest.raises(ValueError, match="twice"):
+        feature_keys(f"{a}+{a}")
+    with pytest.raises(ValueError, match="choose one of"):
+        feature_keys(f"{a}+resnet50@64")
+    np.save(FeatureSet(tmp_path, b).path("val"), np.zeros((4, 3), np.float16))
+    with pytest.raises(ValueError, match="different numbers"):
+        load_feature_split(tmp_path, f"{a}+{b}", "val")
+    with pytest.raises(FileNotFoundError, match="no test split"):
+        load_feature_split(tmp_path, f"{a}+{b}", "test")
+
+
+def test_extraction_estimates_follow_this_runs_measured_speed(tmp_path):
+    from automodel.features import measured_cost_scale
+
+    assert measured_cost_scale(tmp_path) == 1.0  # nothing extracted yet: the table
+    key = "efficientnet_lite0@224"
+    per_image = BACKBONES["efficientnet_lite0"].cpu_ms_per_image / 1000
+    fs = FeatureSet(tmp_path, key)
+    fs.dir.mkdir(parents=True)
+    # 1000 images took twice the table's time: later estimates double.
+    (fs.dir / "meta.json").write_text(json.dumps({"key": key, "counts": {"train": 600, "val": 400},
+                                                  "seconds": 2 * 1000 * per_image}))
+    scale = measured_cost_scale(tmp_path)
+    assert scale == pytest.approx(2.0)
+    assert extraction_cost_s("efficientnet_lite2@260", 500, scale=scale) - 8 == pytest.approx(
+        2 * (extraction_cost_s("efficientnet_lite2@260", 500) - 8))
+    (fs.dir / "meta.json").write_text("{not json")  # a broken meta is no measurement
+    assert measured_cost_scale(tmp_path) == 1.0

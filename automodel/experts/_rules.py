@@ -388,15 +388,28 @@ def feature_proposals(
                     "+1-3 points when enough epochs fit", fidelity="final", warm_start=True)
                 break
     names = usable_backbones(ctx)
-    for name in names[names.index(cur_name) + 1:] if cur_name in names else names:
+    parts = current.split("+")
+    strongest = max((names.index(p.split("@")[0]) for p in parts if p.split("@")[0] in names), default=-1)
+    for name in names[strongest + 1:]:
         key = feature_key(name, BACKBONES[name].native_size)
         cost = 0.0 if key in have else extraction_cost_s(key, n, scale=float(env.get("extraction_scale", 1.0)))
-        if cost <= 0.45 * remaining:
+        # A head fits in seconds, so an extraction may take what is left but the last head
+        # fit, the per-attempt overhead and the final scoring (the measured scale corrects
+        # the cost table; the executor stops an extraction that would overrun).
+        if cost + 45.0 <= remaining:
             add("data_engineer", {"FEATURES": key},
                 f"The head on {current} features is limited by the features, not by training "
                 f"(val {max(va) if va else 0:.3f} within seconds).",
                 f"use the stronger pretrained backbone {key} (about {cost:.0f}s to extract, once)",
                 "+0.5-2 points from better features")
+    others = [k for k in sorted(have, key=lambda k: -names.index(k.split("@")[0]) if k.split("@")[0] in names else 0)
+              if k not in parts]
+    if len(parts) == 1 and others:
+        combo = "+".join([current, others[0]])
+        add("data_engineer", {"FEATURES": combo},
+            "Two backbones' features are cached; they make different mistakes.",
+            f"concatenate the cached features {combo} (no extraction: costs seconds)",
+            "+0.3-1 point from complementary features")
     lr = float(t.get("LR") or 3e-3)
     add("model_engineer", {"HEAD_HIDDEN": 512, "DROPOUT": 0.3}, "A linear head may underfit the classes' boundaries.",
         "a head with one hidden layer of 512", "a few tenths of a point; costs seconds")

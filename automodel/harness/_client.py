@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -431,19 +432,28 @@ class CandidateRunner:
         result (None when the set was already cached). ``timeout_s`` bounds the extraction
         (a run passes what is left of its clock, so an extraction never runs past the budget).
         """
-        from automodel.features import features_ready, parse_feature_key
+        from automodel.features import feature_keys, features_ready
 
-        key = declared_features(Path(components_dir) / "data.py")
-        if not key or self.features_dir is None:
-            return key, None
-        parse_feature_key(key)
+        spec = declared_features(Path(components_dir) / "data.py")
+        if not spec or self.features_dir is None:
+            return spec, None
         fingerprint = json.loads((self.data_dir / "meta.json").read_text(encoding="utf-8")).get("fingerprint", "")
-        if features_ready(self.features_dir, key, fingerprint):
-            return key, None
-        if on_event is not None:
-            on_event({"event": "features", "key": key, "message": f"extracting pretrained features {key} (once per run)"})
-        return key, self.extract_features(key, Path(workdir) / f"features-{key.replace('@', '-')}",
-                                          timeout_s=timeout_s, on_event=on_event)
+        done: ExecutionResult | None = None
+        deadline = time.monotonic() + timeout_s
+        for key in feature_keys(spec):  # several sets joined by "+": each is extracted once
+            if features_ready(self.features_dir, key, fingerprint):
+                continue
+            if on_event is not None:
+                on_event({"event": "features", "key": key,
+                          "message": f"extracting pretrained features {key} (once per run)"})
+            result = self.extract_features(key, Path(workdir) / f"features-{key.replace('@', '-')}",
+                                           timeout_s=max(1.0, deadline - time.monotonic()), on_event=on_event)
+            if done is not None:
+                result = result.model_copy(update={"duration_s": done.duration_s + result.duration_s})
+            done = result
+            if not result.ok:
+                break
+        return spec, done
 
 
 def declared_features(data_py: Path) -> str | None:

@@ -216,10 +216,10 @@ class Candidate:
 
     def feature_split(self, split: str, y: np.ndarray | None) -> Split:
         """The cached features of ``split`` (train: with its mirrored view) as a Split."""
-        from automodel.features import load_feature_split, parse_feature_key
+        from automodel.features import feature_keys, load_feature_split
 
         key = str(self.recipe.features)
-        parse_feature_key(key)
+        feature_keys(key)
         if self.job.features_dir is None:
             raise FileNotFoundError(f"the data recipe asks for features {key!r} but this job has no feature cache")
         root = Path(self.job.features_dir)

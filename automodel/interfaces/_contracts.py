@@ -96,7 +96,9 @@ class DataRecipe:
     ``"efficientnet_lite0@224"`` (backbone @ input size; see ``automodel.features``). The
     model then receives ``(B, feature_dim)`` vectors; the transforms and ``batch_mix`` are
     not applied (the mirrored training images are a second cached view, used at random).
-    Name the set at module level too (``FEATURES = "..."``) so the executor extracts it once."""
+    Several sets joined by ``+`` (``"efficientnet_lite0@224+efficientnet_lite1@240"``) are
+    concatenated. Name the set at module level too (``FEATURES = "..."``) so the executor
+    extracts it once."""
     feature_flip: bool = True
     """With features: train on the mirrored view half of the time (False when orientation matters)."""
 
