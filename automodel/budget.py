@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from automodel.settings import RunSettings
 
-__all__ = ["FINALIZE_RESERVE_S", "PAPER_ATTEMPTS", "BudgetPlan", "Fidelity", "StopReason", "budget_use", "describe_settings"]
+__all__ = ["EXHAUSTED_REPEATS", "FINALIZE_RESERVE_S", "PAPER_ATTEMPTS", "BudgetPlan", "Fidelity", "StopReason", "budget_use", "describe_settings"]
 
 Fidelity = Literal["explore", "final"]
 
@@ -31,13 +31,15 @@ PAPER_ATTEMPTS = 7
 """Attempts the ``paper`` strategy divides the budget into when ``--iterations`` is not given."""
 
 FINALIZE_RESERVE_S = 10.0
+EXHAUSTED_REPEATS = 2
+"""Unchanged final-phase retrains in a row without gain after which the run stops (kind "exhausted")."""
 """Seconds kept at the end for predicting and scoring the test split of the best candidate."""
 
 
 class StopReason(BaseModel):
     """Why the team stopped (typed, so nobody matches strings)."""
 
-    kind: Literal["time", "attempts", "target", "tokens", "interrupted", "messages", "paused"]
+    kind: Literal["time", "attempts", "target", "tokens", "interrupted", "messages", "paused", "exhausted"]
     message: str
 
     @property
@@ -138,7 +140,27 @@ class BudgetPlan:
                                   f"(--iterations {s.iterations} after the first)")
             if s.target is not None and best is not None and best >= s.target:
                 return StopReason(kind="target", message=f"target validation accuracy {s.target} reached ({best:.4f})")
+            repeats = self.futile_repeats()
+            if repeats >= EXHAUSTED_REPEATS:
+                return StopReason(kind="exhausted", message=(
+                    f"the last {repeats} attempts retrained the unchanged best without gain: nothing left to try "
+                    f"at this budget ({max(self.remaining_s, 0):.0f}s left unused)"))
         return None
+
+    def futile_repeats(self) -> int:
+        """Trailing attempts that retrained the unchanged best (no knob, final phase) and did not improve.
+
+        A head on cached features converges in seconds and a warm-started retrain of the same
+        files lands on the same score: once that has happened twice in a row the rest of the
+        budget cannot buy anything, and the run ends early instead of repeating it.
+        """
+        n = 0
+        for a in reversed(self.history):
+            if a.get("fidelity") == "final" and not a.get("knobs") and a.get("status") != "improved":
+                n += 1
+            else:
+                break
+        return n
 
     def describe(self) -> dict[str, Any]:
         """The plan as the roles' prompts and the report show it."""
@@ -175,6 +197,7 @@ def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapse
         "elapsed_s": round(elapsed_s, 1),
         "idle_tail_s": round(max(0.0, total - elapsed_s), 1),
         "idle_tail_share": round(max(0.0, total - elapsed_s) / total, 3) if total else None,
+        "stop_kind": record.get("stop_kind"),  # "exhausted": the tail was left because nothing could gain
     }
 
 

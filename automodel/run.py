@@ -166,9 +166,9 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
         display.stop()
     stop_text = reason.message if reason else "stopped"
     console.print(f"[bold]team stopped[/]: {stop_text}")
+    store.update_run(stop_reason=stop_text, stop_kind=reason.kind if reason else None)  # final.json reads it
     final = await asyncio.to_thread(finalize, store, console=console)
-    store.update_run(status="done" if not external.terminated else "stopped", stop_reason=stop_text,
-                     stop_kind=reason.kind if reason else None)
+    store.update_run(status="done" if not external.terminated else "stopped")
     write_report(store)
     console.print(f"report: {store.root / 'report.html'} (and report.md)")
     display.finish(final)

@@ -94,3 +94,18 @@ def test_target_and_tokens_stop_typed():
     assert target is not None and target.kind == "target"
     tokens = plan.stop_reason(at_boundary=False, best=None, tokens_used=100)
     assert tokens is not None and tokens.kind == "tokens"
+
+
+def test_unchanged_retrains_without_gain_end_the_run_as_exhausted():
+    s = _settings(time_budget_s=900)
+    change = {"wall_s": 9, "train_s": 3, "fidelity": "explore", "knobs": {"LR": 0.001}, "status": "discarded"}
+    retrain = {"wall_s": 9, "train_s": 3, "fidelity": "final", "knobs": {}, "status": "discarded"}
+    gained = {**retrain, "status": "improved"}
+    assert BudgetPlan(s, 300.0, [change, retrain]).stop_reason(at_boundary=True, best=0.9, tokens_used=0) is None
+    # A retrain that improved, or a change in between, resets the count.
+    for history in ([retrain, gained], [retrain, change]):
+        assert BudgetPlan(s, 300.0, history).stop_reason(at_boundary=True, best=0.9, tokens_used=0) is None
+    plan = BudgetPlan(s, 300.0, [change, retrain, retrain])
+    assert plan.stop_reason(at_boundary=False, best=0.9, tokens_used=0) is None  # only at an attempt boundary
+    reason = plan.stop_reason(at_boundary=True, best=0.9, tokens_used=0)
+    assert reason is not None and reason.kind == "exhausted" and "600s left unused" in reason.message
