@@ -180,7 +180,7 @@ class ExecutorAgent(RoleAgent):
             try:
                 # The extraction may use what is left of the run, never more (the estimate can be wrong).
                 _, extraction = await asyncio.to_thread(runner.ensure_features, workdir, workdir,
-                                                        timeout_s=max(30.0, plan.usable_s()), on_event=run.emit)
+                                                        timeout_s=max(1.0, plan.usable_s()), on_event=run.emit)
                 extract_s = extraction.duration_s if extraction is not None else 0.0
             except ValueError as exc:  # a malformed or unknown feature set name
                 status, seconds, component, error_type, message = "invalid", 0.0, "data", "FeatureError", str(exc)
