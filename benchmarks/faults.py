@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -323,6 +324,8 @@ class Check:
     statuses_ok: bool = False
     leftovers: list[str] = field(default_factory=list)
     attempts: int = 0
+    disk_full_attempts: int = 0
+    """Attempts recorded as failures because the disk was full (must be 0: a full disk is not the code's fault)."""
     problems: list[str] = field(default_factory=list)
 
     @staticmethod
@@ -334,6 +337,7 @@ class Check:
             out.lost += c.lost
             out.duplicates += c.duplicates
             out.attempts += c.attempts
+            out.disk_full_attempts += c.disk_full_attempts
             out.leftovers += c.leftovers
             out.problems += c.problems
         return out
@@ -349,6 +353,9 @@ class Check:
         )
 
 
+_DISK_FULL = re.compile(r"Errno 28|No space left", re.IGNORECASE)
+
+
 def check_run(out: Path, seen: list[dict[str, Any]]) -> Check:
     """Check a run directory after its last session against every history line ``seen`` earlier."""
     import torch
@@ -361,6 +368,9 @@ def check_run(out: Path, seen: list[dict[str, Any]]) -> Check:
     check.lost = len(lost)
     if lost:
         check.problems.append(f"lost history lines: {sorted(lost, key=str)[:3]}")
+    check.disk_full_attempts = sum(bool(_DISK_FULL.search(str(line.get("error") or ""))) for line in final_lines)
+    if check.disk_full_attempts:
+        check.problems.append(f"{check.disk_full_attempts} attempt(s) recorded as failed because the disk was full")
     iterations = [line["iteration"] for line in final_lines]
     check.duplicates = len(iterations) - len(set(iterations))
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
