@@ -190,3 +190,15 @@ def test_zero_chosen_values_and_expressions_pass():
     assert "LR = inf must be finite" in str(validate_component("training", huge))
     computed = reference_source("training").replace("LR = 0.0", "LR = 3e-3 * 2")  # known only when it runs
     assert validate_component("training", computed) == []
+
+
+def test_each_benchmark_suite_rewrites_only_its_own_section_of_the_table(tmp_path):
+    from benchmarks.faults import MODEL_MARKER, write_section
+
+    table = tmp_path / "faults.md"
+    table.write_text("# Fault injection\nprocess rows\n")
+    write_section(table, "## Model faults\nfirst\n", model=True)
+    write_section(table, "## Model faults\nsecond\n", model=True)
+    assert table.read_text() == f"# Fault injection\nprocess rows\n\n{MODEL_MARKER}\n## Model faults\nsecond\n"
+    write_section(table, "# Fault injection\nnew rows\n", model=False)
+    assert table.read_text() == f"# Fault injection\nnew rows\n\n{MODEL_MARKER}\n## Model faults\nsecond\n"
