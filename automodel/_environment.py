@@ -10,7 +10,8 @@ again once there is space (the same path as a run killed mid-attempt).
 :func:`agent_errors_to_log` keeps AutoGen's own report of such an exception (the runtime logs
 every agent's exception with its traceback, then once more for each other agent) off the
 console: the records go to the structured log (``run.log``), and the exception itself still
-reaches the caller, which prints one clear line.
+reaches the caller, a full disk as the :class:`DiskFullError` it was, which the CLI prints as
+one clear line.
 """
 
 from __future__ import annotations
@@ -127,17 +128,35 @@ class _ToStructlog(logging.Filter):
         return False
 
 
+def _unwrapped_disk_full(exc: RuntimeError) -> DiskFullError | None:
+    """The full disk inside AutoGen's ``RuntimeError("<Type>: <message>\\nTraceback: ...")``, if that is what it is."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    kind, _, message = first.partition(": ")
+    if kind not in ("DiskFullError", "OSError") or not _DISK_FULL.search(message):
+        return None
+    message = re.sub(r"^\[Errno \d+\]\s*", "", message)
+    if kind == "OSError":
+        message += "; free space on that disk, then continue with --resume"
+    return DiskFullError(errno.ENOSPC, message)
+
+
 @contextlib.contextmanager
 def agent_errors_to_log() -> Iterator[None]:
     """While the team runs, AutoGen's tracebacks of an agent's exception go to ``run.log``, not the console.
 
-    The exception still ends the team's run and reaches the caller (the CLI prints one line for a
-    full disk and re-raises anything it does not know).
+    The exception still ends the team's run and reaches the caller; a full disk, which AutoGen
+    wraps in a ``RuntimeError``, reaches it as the :class:`DiskFullError` it was (the CLI prints
+    its one line) and anything else as it came.
     """
     logger = logging.getLogger("autogen_core")
     quiet = _ToStructlog()
     logger.addFilter(quiet)
     try:
         yield
+    except RuntimeError as exc:
+        disk = _unwrapped_disk_full(exc)
+        if disk is None:
+            raise
+        raise disk from exc
     finally:
         logger.removeFilter(quiet)

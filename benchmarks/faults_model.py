@@ -5,9 +5,9 @@ client) whose roles are answered by the seeded good model of ``tests/fake_openai
 (``FlakyModel`` with no bad replies), except that the first replies of the named roles are
 the injected faults: a request timeout, HTTP 429 with and without ``Retry-After``, three 5xx
 in a row (past the retries: the offline expert plays that turn), empty replies, prose without
-code or JSON, code for the wrong component, absurd knob values (``LR = 50``, ``EPOCHS =
-100000``, ``BATCH_SIZE = 1e6``, ``INPUT_SIZE = 4096``, ``DROPOUT = 1.5``; the Analyst asking
-for ``LR = 50``).
+code or JSON, code for the wrong component, absurd knob values (the Architect's design with
+``EPOCHS = 100000``, ``LR = 1e9``, ``INPUT_SIZE = 4096``; engineers writing ``LR = 50``,
+``BATCH_SIZE = 1e6``, ``DROPOUT = 1.5``; the Analyst asking for ``LR = 50``).
 
 For each case the table says what the run did (from ``model_faults.jsonl``: each fault's
 kind and action, then whose reply was used), whether the reason was fed back to the model
@@ -62,6 +62,13 @@ def _code(component: str, **knobs: Any) -> Reply:
     return text(f"```python\n{code}```\nCHANGE: set {knobs}")
 
 
+def _design(knobs: dict[str, dict[str, Any]]) -> Reply:
+    head = json.dumps({"summary": "a small CNN trained long", "rationale": ["digits are small"],
+                       "decisions": {"backbone": "small_cnn"}})
+    files = {c: set_knobs(reference_source(c), k)[0] for c, k in knobs.items()}
+    return text(f"```json\n{head}\n```\n" + "\n".join(f"```python\n# {c}.py\n{code}```" for c, code in files.items()))
+
+
 def _feedback(**knobs: Any) -> Reply:
     body = {"target": "training_engineer", "diagnosis": "under-trained", "change": "train much longer and faster",
             "expected_effect": "higher accuracy", "knobs": knobs}
@@ -90,6 +97,8 @@ def cases() -> list[ModelFaultCase]:
         ModelFaultCase("prose only, no code/JSON", {"data_engineer": [text(PROSE)], "analyst": [text(PROSE)]}),
         ModelFaultCase("code for the wrong component", {"model_engineer": [wrong]}),
         ModelFaultCase("absurd knob values", {
+            "architect": [_design({"data": {"INPUT_SIZE": 4096}, "model": {"ARCH": "small_cnn", "WIDTH": 8},
+                                   "training": {"EPOCHS": 100000, "LR": 1e9}})],
             "data_engineer": [_code("data", BATCH_SIZE=1e6, INPUT_SIZE=4096)],
             "model_engineer": [_code("model", DROPOUT=1.5)],
             "training_engineer": [_code("training", LR=50.0, EPOCHS=100000)],

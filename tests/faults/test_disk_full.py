@@ -87,3 +87,18 @@ def test_the_message_names_the_largest_parts_of_the_run(tmp_path: Path):
     message = disk_full_message(tmp_path, "writing best/")
     assert message.startswith("No space left on the device while writing best/.")
     assert "This run holds 3.0 MB there (largest: iterations 3.0 MB, history.jsonl 0.0 MB)." in message
+
+
+def test_a_full_disk_wrapped_by_autogen_reaches_the_caller_as_itself_and_other_errors_as_they_came():
+    wrapped = RuntimeError("DiskFullError: [Errno 28] No space left on the device while running attempt 3. Free "
+                           "space on that disk, then continue with --resume.\nTraceback:\n  File ...")
+    with pytest.raises(DiskFullError) as raised, agent_errors_to_log():
+        raise wrapped
+    assert raised.value.errno == errno.ENOSPC
+    assert str(raised.value) == ("[Errno 28] No space left on the device while running attempt 3. Free space on that "
+                                 "disk, then continue with --resume.")
+    with pytest.raises(DiskFullError, match=r"No space left on device: 'x/y'; free space on that disk, then "
+                                            r"continue with --resume"), agent_errors_to_log():
+        raise RuntimeError("OSError: [Errno 28] No space left on device: 'x/y'\nTraceback:\n  File ...")
+    with pytest.raises(RuntimeError, match="ValueError: shapes"), agent_errors_to_log():
+        raise RuntimeError("ValueError: shapes do not match\nTraceback:\n  File ...")
