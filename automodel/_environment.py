@@ -110,7 +110,8 @@ def stop_if_disk_full(root: Path, iteration: int, error: str, result: ExecutionR
         texts += [result.error.traceback if result.error else "", *result.log_tail[-20:]]
     text = "\n".join(t for t in texts if t)
     if text and is_disk_full(text, root):
-        log.warning("disk_full", run_dir=str(root), iteration=iteration, error=text[:500])
+        with contextlib.suppress(OSError):  # run.log lies on the same full disk
+            log.warning("disk_full", run_dir=str(root), iteration=iteration, error=text[:500])
         raise DiskFullError(errno.ENOSPC, disk_full_message(root, f"running attempt {iteration}"))
 
 
@@ -124,7 +125,8 @@ class _ToStructlog(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             error = f"{type(exc).__name__}: {str(exc)[:500]}"
-        log.info("agent_error", source=record.name, message=record.getMessage(), error=error)
+        with contextlib.suppress(OSError):  # run.log may lie on a full disk; the exception still reaches the caller
+            log.info("agent_error", source=record.name, message=record.getMessage(), error=error)
         return False
 
 
