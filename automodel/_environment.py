@@ -111,7 +111,7 @@ def stop_if_disk_full(root: Path, iteration: int, error: str, result: ExecutionR
     text = "\n".join(t for t in texts if t)
     if text and is_disk_full(text, root):
         with contextlib.suppress(OSError):  # run.log lies on the same full disk
-            log.warning("disk_full", run_dir=str(root), iteration=iteration, error=text[:500])
+            log.warning("disk_full", run_dir=str(root), iteration=iteration, error=error.splitlines()[0][:300])
         raise DiskFullError(errno.ENOSPC, disk_full_message(root, f"running attempt {iteration}"))
 
 
