@@ -14,7 +14,8 @@ Placeholders every prompt may use (``prompts/README.md`` lists them too):
 ``${ops}``
     every helper of ``automodel.interfaces.ops``: signature and docstring, generated from the code;
 ``${knobs}``
-    the reference files' knobs (UPPER_CASE settings) with their comments: meaning, allowed values, what 0 means;
+    the reference files' knobs (UPPER_CASE settings) with their comments (meaning, what 0 means) and their
+    allowed values from :data:`automodel.interfaces.KNOB_RANGES`;
 ``${reference_data}``, ``${reference_model}``, ``${reference_training}``
     the reference recipe's files.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from automodel.interfaces import REFERENCE_DIR, _contracts, ops
+from automodel.interfaces import KNOB_RANGES, REFERENCE_DIR, _contracts, ops
 
 __all__ = ["interface_text", "knobs_text", "ops_text", "prompt_roles", "prompts_dir", "render_prompt",
            "unfilled_placeholders"]
@@ -80,14 +81,17 @@ _KNOB_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*=\s*(.+?)\s*(?:#\s*(.*))?$")
 
 @cache
 def knobs_text() -> str:
-    """The reference files' knobs with their comments (meaning, allowed values of text knobs, what 0 means)."""
+    """The reference files' knobs with their comments (meaning, what 0 means) and their allowed values
+    (:data:`automodel.interfaces.KNOB_RANGES`; a file that sets a knob outside them is refused)."""
     out = []
     for component in _CONTRACT_TYPES:
         out.append(f"{component}.py:")
         for line in (REFERENCE_DIR / f"{component}.py").read_text(encoding="utf-8").splitlines():
             m = _KNOB_LINE.match(line)
             if m and m.group(1) != "INTERFACE_VERSION":
-                out.append(f"  {m.group(1)} = {m.group(2)}" + (f"  # {m.group(3)}" if m.group(3) else ""))
+                allowed = KNOB_RANGES[component].get(m.group(1))
+                out.append(f"  {m.group(1)} = {m.group(2)}" + (f"  # {m.group(3)}" if m.group(3) else "")
+                           + (f"  [allowed: {allowed.describe()}]" if allowed is not None else ""))
     return "\n".join(out)
 
 

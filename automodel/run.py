@@ -16,6 +16,7 @@ from autogen_agentchat.conditions import ExternalTermination
 from rich.console import Console
 
 from automodel._console import Display, PlainDisplay
+from automodel._environment import agent_errors_to_log
 from automodel.budget import StopReason, budget_use
 from automodel.config import load_backend_config, make_clients
 from automodel.data import flip_change_rate
@@ -188,8 +189,10 @@ async def _save(store: RunStore, team: Any, run: Run) -> None:
 
 
 def run_team(opts: RunOptions, *, console: Console | None = None, display: Display | None = None) -> dict[str, Any]:
-    """Synchronous wrapper of :func:`run_team_async`."""
-    return asyncio.run(run_team_async(opts, console=console, display=display))
+    """Synchronous wrapper of :func:`run_team_async`; AutoGen's tracebacks of an agent's exception go to
+    ``run.log`` (the exception itself still reaches the caller)."""
+    with agent_errors_to_log():
+        return asyncio.run(run_team_async(opts, console=console, display=display))
 
 
 def finalize(store: RunStore, *, console: Console | None = None) -> dict[str, Any]:

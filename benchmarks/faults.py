@@ -1,4 +1,4 @@
-"""Fault injection against the real orchestrator: kill -9, a full disk, a dataset that changes under a run.
+"""Fault injection against the real orchestrator: kill -9, a full disk, a dataset that changes, a faulty LLM.
 
 Each scenario runs ``automodel run demo`` as a subprocess with small budgets and injects
 faults, one per session, chained on one run directory: a ``kill -9`` of the orchestrator
@@ -21,10 +21,11 @@ A moment inside the orchestrator is hit exactly by running it through this file'
 are real ``kill -9`` from this process. The disk is a real tmpfs (``mount -t tmpfs``, root
 needed; without it the disk-full scenario is reported as not run).
 
-    python benchmarks/faults.py                 # full: 20 kills, disk full, data faults (~8 min, 2 cores)
-    python benchmarks/faults.py --kills 5       # fewer kill moments
+    python benchmarks/faults.py                 # both suites: 20 kills, disk full, data faults; model faults
+    python benchmarks/faults.py --suite process --kills 5   # fewer kill moments
+    python benchmarks/faults.py --suite model   # faults of the LLM backend (benchmarks/faults_model.py, ~5 min)
 
-Writes ``benchmarks/results/faults.md``. The CI version is ``tests/faults/`` (``pytest -m faults``).
+Writes ``benchmarks/results/faults.md`` (each suite its own section). The CI version is ``tests/faults/`` (``pytest -m faults``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -323,6 +325,8 @@ class Check:
     statuses_ok: bool = False
     leftovers: list[str] = field(default_factory=list)
     attempts: int = 0
+    disk_full_attempts: int = 0
+    """Attempts recorded as failures because the disk was full (must be 0: a full disk is not the code's fault)."""
     problems: list[str] = field(default_factory=list)
 
     @staticmethod
@@ -334,6 +338,7 @@ class Check:
             out.lost += c.lost
             out.duplicates += c.duplicates
             out.attempts += c.attempts
+            out.disk_full_attempts += c.disk_full_attempts
             out.leftovers += c.leftovers
             out.problems += c.problems
         return out
@@ -349,6 +354,9 @@ class Check:
         )
 
 
+_DISK_FULL = re.compile(r"Errno 28|No space left", re.IGNORECASE)
+
+
 def check_run(out: Path, seen: list[dict[str, Any]]) -> Check:
     """Check a run directory after its last session against every history line ``seen`` earlier."""
     import torch
@@ -361,6 +369,9 @@ def check_run(out: Path, seen: list[dict[str, Any]]) -> Check:
     check.lost = len(lost)
     if lost:
         check.problems.append(f"lost history lines: {sorted(lost, key=str)[:3]}")
+    check.disk_full_attempts = sum(bool(_DISK_FULL.search(str(line.get("error") or ""))) for line in final_lines)
+    if check.disk_full_attempts:
+        check.problems.append(f"{check.disk_full_attempts} attempt(s) recorded as failed because the disk was full")
     iterations = [line["iteration"] for line in final_lines]
     check.duplicates = len(iterations) - len(set(iterations))
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
@@ -658,29 +669,71 @@ def render(rows: list[Outcome], scenarios: list[Scenario], seconds: float, comma
     return "\n".join(lines) + "\n"
 
 
+MODEL_MARKER = "<!-- model faults: written by `benchmarks/faults.py --suite model` -->"
+"""Where the model-fault section of ``faults.md`` starts (each suite rewrites only its own part)."""
+
+
+def write_section(path: Path, text: str, *, model: bool) -> None:
+    """Write the process-fault part (``model=False``) or the model-fault part of ``path``, keeping the other."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    process_part, _, model_part = old.partition(MODEL_MARKER)
+    if model:
+        model_part = "\n" + text
+    else:
+        process_part = text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = process_part.rstrip("\n") + "\n"
+    if model_part.strip():
+        body += "\n" + MODEL_MARKER + "\n" + model_part.lstrip("\n")
+    path.write_text(body, encoding="utf-8")
+
+
+def run_model_suite(args: argparse.Namespace, command: str) -> bool:
+    """The model-fault runs (:mod:`benchmarks.faults_model`); True when none lost an attempt or failed to finish."""
+    from benchmarks.faults_model import render as render_model
+    from benchmarks.faults_model import run_suite
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="automodel-model-faults-") as tmp:
+        rows = run_suite(Path(tmp), only=args.only)
+    text = render_model(rows, command, time.monotonic() - started)
+    print(text)
+    write_section(args.out, text, model=True)
+    return all(r.lost == 0 and r.finished for r in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["orchestrate"]:
         return orchestrate(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=("process", "model", "all"), default="all",
+                        help="process: kill -9, full disk, damaged data; model: faults of the LLM backend")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", default=None, help="scenario names to run (default: all)")
+    parser.add_argument("--only", nargs="*", default=None, help="scenario or model-fault case names (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--logs", type=Path, default=None, help="write every session's output here")
     args = parser.parse_args(argv)
-    started = time.monotonic()
     command = "python benchmarks/faults.py " + " ".join(argv)
+    ok = True
+    if args.suite in ("process", "all"):
+        ok = run_process_suite(args, command)
+    if args.suite in ("model", "all"):
+        ok = run_model_suite(args, command) and ok
+    return 0 if ok else 1
+
+
+def run_process_suite(args: argparse.Namespace, command: str) -> bool:
+    """kill -9 at chosen moments, a full disk, a damaged dataset; True when nothing was lost or left unfinished."""
+    started = time.monotonic()
     scenarios = [s for s in plan(args.kills, args.seed) if not args.only or s.name in args.only]
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="automodel-faults-") as tmp:
         for sc in scenarios:
             run_scenario(sc, Path(tmp), rng)
             done = [x for x in scenarios if x.check is not None]
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(
-                render(tabulate(done), done, time.monotonic() - started, command), encoding="utf-8"
-            )
+            write_section(args.out, render(tabulate(done), done, time.monotonic() - started, command), model=False)
             if args.logs is not None:
                 args.logs.mkdir(parents=True, exist_ok=True)
                 for i, s in enumerate(sc.sessions):
@@ -689,13 +742,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{sc.name}: {[(s.fault, s.fired, s.returncode) for s in sc.sessions]} -> "
                   f"finished {sc.check.finished}, lost {sc.check.lost}, problems {sc.check.problems}", flush=True)  # fmt: skip
     rows = tabulate(scenarios)
-    text = render(
-        rows, scenarios, time.monotonic() - started, "python benchmarks/faults.py " + " ".join(argv)
-    )
+    text = render(rows, scenarios, time.monotonic() - started, command)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    return 0 if all(r.lost == 0 and r.contained == r.injected for r in rows) else 1
+    write_section(args.out, text, model=False)
+    return all(r.lost == 0 and r.contained == r.injected for r in rows)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ named by its ``model`` field (one model name per role keeps the roles' scripts a
     with FakeOpenAI({"architect": [malformed_json(), text(design)]}) as server:
         client = OpenAIChatCompletionClient(model="architect", base_url=server.base_url, ...)
 
-A reply is a text answer, or a fault: a body that is not JSON, a status code (429 with
-``Retry-After``, 500), an empty answer, or a hang longer than the client's timeout. An
+A reply is a text answer, or a fault: a body that is not JSON, a status code (429 with or
+without ``Retry-After``, 500), an empty answer, or a hang longer than the client's timeout. An
 exhausted queue answers 500 ``script exhausted``, which the test sees in ``server.requests``.
 
 With ``responder=`` (e.g. a :class:`FlakyModel`), a model whose queue is empty or absent is
@@ -72,10 +72,11 @@ def malformed_json() -> Reply:
     return Reply("malformed", '{"id": "chatcmpl-broken", "choices": [ {"message": ')
 
 
-def rate_limited(retry_after_s: float = 1.0) -> Reply:
-    """A 429 with a ``Retry-After`` header."""
+def rate_limited(retry_after_s: float | None = 1.0) -> Reply:
+    """A 429 with a ``Retry-After`` header; with ``None``, a 429 without one (the client chooses the wait)."""
+    headers = {"Retry-After": f"{retry_after_s:g}"} if retry_after_s is not None else {}
     return Reply("status", '{"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}', status=429,
-                 headers={"Retry-After": f"{retry_after_s:g}"})
+                 headers=headers)
 
 
 def server_error(status: int = 500) -> Reply:

@@ -25,6 +25,7 @@ from automodel.interfaces._contracts import (
     TrainRecipe,
     TrainSpec,
 )
+from automodel.interfaces._knobs import KNOB_RANGES, KnobRange, knob_problems
 from automodel.interfaces._validate import ComponentIssue, validate_component, validate_components
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
@@ -34,18 +35,21 @@ __all__ = [
     "COMPONENTS",
     "COMPONENT_FILES",
     "INTERFACE_VERSION",
+    "KNOB_RANGES",
     "REFERENCE_DIR",
     "BatchMix",
     "BatchTransform",
     "ComponentIssue",
     "DataRecipe",
     "DataSpec",
+    "KnobRange",
     "LossFn",
     "LrSchedule",
     "ModelSpec",
     "PretrainedInfo",
     "TrainRecipe",
     "TrainSpec",
+    "knob_problems",
     "ops",
     "validate_component",
     "validate_components",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automodel.interfaces._contracts import COMPONENTS, INTERFACE_VERSION
+from automodel.interfaces._knobs import KNOB_RANGES, knob_problems
 
 FORBIDDEN_MODULES = {
     "subprocess": "starting processes",
@@ -71,7 +72,9 @@ def validate_component(component: str, source: str) -> list[ComponentIssue]:
     Checks: it parses; it defines ``build_<component>`` with the contract's positional
     parameters; it declares ``INTERFACE_VERSION`` matching this version; it imports only
     installed modules and none that reach the network or start processes; it calls no
-    ``eval``/``exec``/``os.system``-like functions; it does not open absolute paths.
+    ``eval``/``exec``/``os.system``-like functions; it does not open absolute paths; the
+    knobs it sets (top-level ``UPPER_CASE = literal``) are inside their allowed values
+    (:data:`automodel.interfaces.KNOB_RANGES`).
 
     Returns:
         The issues found, empty when the file is valid.
@@ -115,6 +118,9 @@ def validate_component(component: str, source: str) -> list[ComponentIssue]:
     elif version != INTERFACE_VERSION:
         add(1, f"INTERFACE_VERSION is {version!r}, this harness implements {INTERFACE_VERSION}")
 
+    for line, problem in _knob_issues(component, tree):
+        add(line, f"{problem}; set it inside the range (the knob list gives each knob's allowed values)")
+
     for item in ast.walk(tree):
         names: list[str] = []
         if isinstance(item, ast.Import):
@@ -136,6 +142,23 @@ def validate_component(component: str, source: str) -> list[ComponentIssue]:
                 if isinstance(target, str) and (target.startswith("/") or ".." in Path(target).parts):
                     add(getattr(item, "lineno", 0), f"component code may not open {target!r}; it gets its data from the spec")
     return issues
+
+
+def _knob_issues(component: str, tree: ast.Module) -> list[tuple[int, str]]:
+    """Knobs of the table set to a literal outside their allowed values, with their lines."""
+    out = []
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if name not in KNOB_RANGES.get(component, {}):
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue  # an expression: its value is known only when the file runs
+        out += [(node.lineno, problem) for problem in knob_problems(component, {name: value})]
+    return out
 
 
 def validate_components(directory: str | Path) -> list[ComponentIssue]:

@@ -9,6 +9,7 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
 from automodel.experts import change_key, get_knobs
+from automodel.interfaces import knob_problems
 from automodel.messages import ENGINEER_OF, AnalystFeedback, ComponentCode, RunReport
 from automodel.roles._base import ReplyError, RoleAgent, last_of
 from automodel.roles._incumbent import incumbent_files
@@ -21,7 +22,8 @@ HISTORY_CHARS = 6000
 
 
 def _parse(text: str, known: Mapping[str, Mapping[str, Any]] | None = None) -> AnalystFeedback:
-    """The feedback; with ``known`` (component -> its knobs), knobs the target's file does not define are refused."""
+    """The feedback; with ``known`` (component -> its knobs), knobs the target's file does not define, or set
+    outside their allowed values (:data:`automodel.interfaces.KNOB_RANGES`), are refused."""
     data = extract_json(text)
     try:
         feedback = AnalystFeedback.model_validate(data)
@@ -36,6 +38,10 @@ def _parse(text: str, known: Mapping[str, Mapping[str, Any]] | None = None) -> A
             raise ReplyError(f"knob(s) {', '.join(unknown)} are not defined in {component}.py, so setting them changes "
                              f"nothing; its knobs (current values) are: {allowed}. Use those, or describe a code "
                              f"change in `change` with no knobs")
+        absurd = knob_problems(component, feedback.knobs)
+        if absurd:
+            raise ReplyError(f"knob value(s) outside their allowed values in {component}.py: {'; '.join(absurd)}. "
+                             "Choose values inside the ranges of the knob list")
     return feedback
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage
 from autogen_core import CancellationToken
 
+from automodel._environment import stop_if_disk_full
 from automodel.executors import ExecutionResult
 from automodel.harness import declared_features
 from automodel.interfaces import COMPONENT_FILES, validate_components
@@ -260,6 +261,7 @@ class ExecutorAgent(RoleAgent):
                 budget_s=round(budget, 1), warm_start=warm, features=features,
             )
 
+        stop_if_disk_full(store.root, iteration, f"{error_type}: {message}", result)  # the machine's fault: no attempt
         record_status: Literal["invalid", "crashed", "timeout"] = (
             "invalid" if status == "invalid" else "timeout" if status == "timeout" else "crashed"
         )
