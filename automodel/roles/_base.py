@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from automodel.config import ConfigError
 from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
 from automodel.prompts import render_prompt
+from automodel.retry import DEFAULT_RETRY
 from automodel.roles._faults import ReplyError, parse_reply, record_fault
 from automodel.roles._retry import ask_with_retries, backoff_s
 from automodel.roles._usage import add_call, cost_spent, sum_usage
@@ -41,14 +42,14 @@ class RoleConfig(BaseModel):
     run_dir: str
     model_client: ComponentModel | None = None
     """The role's backend, in AutoGen's component format; the offline expert when absent."""
-    max_retries: int = 2
-    fallback_to_expert: bool = True
+    max_retries: int = DEFAULT_RETRY.max_retries
+    fallback_to_expert: bool = DEFAULT_RETRY.fallback_to_expert
     """After ``max_retries`` failed replies, let the offline expert play the role for this turn."""
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = DEFAULT_RETRY.request_timeout_s
     backoff_s: float | None = None
     """First wait before retrying a failed call; doubles each retry (with jitter) up to ``max_backoff_s``.
-    ``None`` reads ``backoff_s`` from the run's backend config (1 s when it has none)."""
-    max_backoff_s: float = 30.0
+    ``None`` reads ``backoff_s`` from the run's backend config (the default policy's when it has none)."""
+    max_backoff_s: float = DEFAULT_RETRY.max_backoff_s
     """The longest wait, also the cap on a server's ``Retry-After``."""
     price_per_1k_prompt: float | None = None
     """USD per 1000 prompt tokens; ``None`` reads the price from the run's backend config."""
@@ -77,11 +78,11 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         model_client: ChatCompletionClient | None = None,
         *,
         run_dir: str | Path,
-        max_retries: int = 2,
-        fallback_to_expert: bool = True,
-        request_timeout_s: float = 300.0,
+        max_retries: int = DEFAULT_RETRY.max_retries,
+        fallback_to_expert: bool = DEFAULT_RETRY.fallback_to_expert,
+        request_timeout_s: float = DEFAULT_RETRY.request_timeout_s,
         backoff_s: float | None = None,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = DEFAULT_RETRY.max_backoff_s,
         price_per_1k_prompt: float | None = None,
         price_per_1k_completion: float | None = None,
     ):
@@ -205,7 +206,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         base = self.backoff_s
         if base is None:
             backends = self._run_backends()
-            base = backends.backoff_s if backends is not None else 1.0
+            base = backends.backoff_s if backends is not None else DEFAULT_RETRY.backoff_s
         return backoff_s(attempt, base, self.max_backoff_s)
 
     # --- accounting: usage.json and model_faults.jsonl -------------------------------------
