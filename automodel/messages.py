@@ -20,6 +20,7 @@ __all__ = [
     "ExecutionError",
     "Fidelity",
     "HistoryEntry",
+    "PipelineRewrite",
     "ROLE_NAMES",
     "RunReport",
     "TechnicalDesign",
@@ -87,6 +88,24 @@ class ExecutionError(BaseModel):
     max_repairs: int = 2
 
 
+class PipelineRewrite(BaseModel):
+    """The Architect's rewrite of a pipeline whose engineers' repairs all failed (an escalation).
+
+    Each engineer whose file changed then posts it as a ``repair`` :class:`ComponentCode`, and the
+    Executor runs it as one more try of the same attempt. No component in ``components`` means the
+    Architect gave up: the failed attempt is summarized as it is.
+    """
+
+    iteration: int
+    """The failed try the rewrite repairs."""
+    summary: str
+    """What was wrong and what the rewrite changes, in a sentence or two."""
+    components: dict[str, str] = Field(default_factory=dict)
+    """The rewritten files that differ from the failed try's (keyed data, model, training)."""
+    author: str = ""
+    """Which backend wrote it (a model name or ``offline expert``)."""
+
+
 class RunReport(BaseModel):
     """What the Executor measured for one candidate."""
 
@@ -148,6 +167,7 @@ def message_types() -> list[type[StructuredMessage[BaseModel]]]:
         StructuredMessage[TechnicalDesign],
         StructuredMessage[ComponentCode],
         StructuredMessage[ExecutionError],
+        StructuredMessage[PipelineRewrite],
         StructuredMessage[RunReport],
         StructuredMessage[HistoryEntry],
         StructuredMessage[AnalystFeedback],

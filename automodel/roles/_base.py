@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -54,6 +54,9 @@ class RoleConfig(BaseModel):
     price_per_1k_prompt: float | None = None
     """USD per 1000 prompt tokens; ``None`` reads the price from the run's backend config."""
     price_per_1k_completion: float | None = None
+    try_out: bool = True
+    """Roles that write code try it (the harness's smoke test, as an executor job) before handing it over;
+    code from the offline expert is not tried."""
 
 
 def backend_name(client: ChatCompletionClient) -> str:
@@ -85,6 +88,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         max_backoff_s: float = DEFAULT_RETRY.max_backoff_s,
         price_per_1k_prompt: float | None = None,
         price_per_1k_completion: float | None = None,
+        try_out: bool = True,
     ):
         super().__init__(name=name, description=self.summary)
         self.model_client = model_client or OfflineExpertClient()
@@ -96,6 +100,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         self.max_backoff_s = max_backoff_s
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
+        self.try_out = try_out
         self._expert = OfflineExpertClient()
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._backends: Any = None  # the run's BackendConfig, read on first use
@@ -152,6 +157,8 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         cancellation_token: CancellationToken,
         *,
         prompt_vars: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        check: Callable[[T], Awaitable[None]] | None = None,
     ) -> tuple[T | None, str]:
         """Ask the backend; parse the reply; retry with the error fed back; then fall back.
 
@@ -162,13 +169,18 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         (``fallback_to_expert``), else the caller's safe default applies. Each fault is a line of
         ``model_faults.jsonl`` and a count in ``usage.json``.
 
+        Args:
+            prompt: the prompt file to use (``prompts/<prompt>.md``) when not the role's own.
+            check: a further test of the parsed reply (a try-out of its code, see :mod:`._tryout`);
+                the ``ReplyError`` it raises is fed back and retried like a parse error.
+
         Returns:
             The parsed value (None when every attempt failed) and who produced it.
         """
         ctx = self.ctx
         fields = {"description": ctx.description or "(no description given)",
                   "environment": json.dumps(ctx.environment(), default=str)}
-        system = render_prompt(self.role, **{**fields, **(prompt_vars or {})})
+        system = render_prompt(prompt or self.role, **{**fields, **(prompt_vars or {})})
         request = render_request(self.role, context)
         first: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=request, source="automodel")]
         client = self.model_client
@@ -185,6 +197,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
                 client, first, parse, cancellation_token, max_retries=self.max_retries,
                 request_timeout_s=self.request_timeout_s, max_backoff_s=self.max_backoff_s, backoff=self._backoff,
                 on_usage=lambda usage: self._account(backend, usage), on_fault=on_fault, source=self.name,
+                check=check,
             )
             if value is not None:
                 return value, backend
@@ -201,6 +214,10 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
                 self.note(f"the {EXPERT_NAME}'s reply was unusable too: {exc}")
         self._fault(backend, 0, "default", f"{backend} gave no usable reply", "the role's safe default")
         return None, ""
+
+    def tries_out_code(self) -> bool:
+        """Whether code this role writes is tried before it is handed over (not the offline expert's)."""
+        return self.try_out and not isinstance(self.model_client, OfflineExpertClient)
 
     def _backoff(self, attempt: int) -> float:
         base = self.backoff_s
@@ -252,6 +269,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
             max_backoff_s=self.max_backoff_s,
             price_per_1k_prompt=self.price_per_1k_prompt,
             price_per_1k_completion=self.price_per_1k_completion,
+            try_out=self.try_out,
         )
 
     @classmethod
@@ -268,6 +286,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
             max_backoff_s=config.max_backoff_s,
             price_per_1k_prompt=config.price_per_1k_prompt,
             price_per_1k_completion=config.price_per_1k_completion,
+            try_out=config.try_out,
         )
 
 

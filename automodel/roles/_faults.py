@@ -18,7 +18,7 @@ from autogen_core.models import CreateResult
 
 from automodel.store import RunStore
 
-__all__ = ["ReplyError", "fault_kind", "parse_reply", "record_fault", "reply_text"]
+__all__ = ["ReplyError", "TryOutError", "fault_kind", "parse_reply", "record_fault", "reply_text"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -38,6 +38,15 @@ _COUNTED_APART = {"fallback": "fallbacks", "default": "defaults"}
 
 class ReplyError(ValueError):
     """A model reply that cannot be used; the message is fed back to the model on retry."""
+
+    kind: str = "unusable_reply"
+    """The fault kind it is logged as."""
+
+
+class TryOutError(ReplyError):
+    """Code that crashed when tried before it ran as a candidate; the message goes back to its writer."""
+
+    kind = "failed_tryout"
 
 
 def fault_kind(exc: BaseException) -> str:

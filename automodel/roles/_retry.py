@@ -17,7 +17,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from autogen_core import CancellationToken
@@ -72,6 +72,7 @@ async def ask_with_retries(
     on_usage: Callable[[RequestUsage], None],
     on_fault: FaultHook,
     source: str,
+    check: Callable[[T], Awaitable[None]] | None = None,
 ) -> T | None:
     """Send ``first`` to ``client`` until a reply parses, at most ``max_retries + 1`` times.
 
@@ -80,6 +81,8 @@ async def ask_with_retries(
         on_usage: called with the tokens of every reply that arrived, usable or not.
         on_fault: called for every failed try, with what happens next (``retry in 1.0s`` or ``give up``).
         source: the name the role's own messages carry when a reply is sent back to the model.
+        check: a further test of a parsed reply (a try-out of its code); its ``ReplyError`` is fed back
+            like a parse error, and counted under the error's ``kind`` (``failed_tryout`` for a ``TryOutError``).
 
     Returns:
         The parsed value, or None when every try failed (the caller falls back).
@@ -102,9 +105,12 @@ async def ask_with_retries(
             on_usage(result.usage)
             text = result.content if isinstance(result.content, str) else ""
             try:
-                return parse_reply(result, parse)
+                value = parse_reply(result, parse)
+                if check is not None:
+                    await check(value)
+                return value
             except ReplyError as exc:
-                kind, error = ("truncated" if result.finish_reason == "length" else "unusable_reply"), str(exc)
+                kind, error = ("truncated" if result.finish_reason == "length" else exc.kind), str(exc)
                 messages = [*first, AssistantMessage(content=text[:2000] or "(empty)", source=source),
                             UserMessage(content=f"Your previous reply could not be used: {error}\n"
                                         "Reply again to the request above, following the reply format exactly.",
