@@ -17,11 +17,15 @@ before that check is the pass. Components see that small budget in their specs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import structlog
 
 from automodel.executors import INFEASIBLE_ERROR_TYPE
 from automodel.interfaces import COMPONENT_FILES, validate_components
@@ -29,10 +33,14 @@ from automodel.roles._executor import _blame_by_evidence, _boundaries
 from automodel.roles._faults import TryOutError
 from automodel.runtime import Run
 
-__all__ = ["TRYOUT_BUDGET_S", "TryOutFailure", "refuse_if_it_crashes", "try_out"]
+__all__ = ["TRYOUT_BUDGET_S", "TRYOUT_DIR", "TryOutFailure", "refuse_if_it_crashes", "try_out"]
 
 TRYOUT_BUDGET_S = 1.0
 """The try-out's time budget: shorter than the harness needs to reach its first epoch."""
+TRYOUT_DIR = "tryouts"
+"""Where a try-out's files and job live in the run directory while it runs (removed after)."""
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,44 +58,55 @@ def try_out(run: Run, files: dict[str, str], *, label: str) -> TryOutFailure | N
 
     Returns:
         None when the smoke test passed (or the try-out could not judge the code: a timeout of the
-        job itself, a feature extraction, an infeasible plan); else the failure and the file it blames.
+        job itself, a failed feature extraction, an infeasible plan); else the failure and the file it blames.
     """
-    folder = run.store.root / "tryouts" / f"{label}-{time.time_ns()}"
+    started = time.time()
+    parent = run.store.root / TRYOUT_DIR
+    folder = parent / f"{label}-{time.time_ns()}"
     folder.mkdir(parents=True)
     try:
-        for component, code in files.items():
-            (folder / COMPONENT_FILES[component]).write_text(code, encoding="utf-8")
-        issues = validate_components(folder)
-        if issues:
-            return TryOutFailure(issues[0].component, "; ".join(str(i) for i in issues[:5]))
-        runner = run.runner(candidate_budget_s=TRYOUT_BUDGET_S)
-        _, extraction = runner.ensure_features(folder, folder, on_event=run.emit)
-        if extraction is not None and not extraction.ok:
-            return None  # the Executor reports a failed extraction as an attempt; nothing to try here
-        events: list[dict[str, Any]] = []
-        result = runner.train(folder, folder, time_budget_s=TRYOUT_BUDGET_S, seed=run.settings.seed,
-                              on_event=events.append)
-        if any(e.get("event") == "smoke" and e.get("ok") for e in events) or result.status == "timeout":
-            return None
-        err = result.error
-        if err is None or err.error_type == INFEASIBLE_ERROR_TYPE:
-            return None
-        boundaries = _boundaries(folder)
-        blamed = _blame_by_evidence(err.component, boundaries)
-        lines = "\n".join(str(x) for x in err.lines[:12])
-        message = (f"your code was tried with the other two files before it could run as a candidate, and "
-                   f"{err.component}.py raised {err.error_type}: {err.message[:800]}")
-        if lines:
-            message += f"\nOffending lines:\n{lines}"
-        if boundaries:
-            message += "\nAt the component boundaries: " + "; ".join(f"{k}: {v}" for k, v in boundaries.items())
-        if blamed != err.component:
-            message += f"\nThe shapes point at {blamed}.py as the cause."
-        if err.traceback:
-            message += f"\nTraceback (end):\n{err.traceback[-1200:]}"
-        return TryOutFailure(blamed, message + "\nFix the cause and reply with the complete file again.")
+        failure = _try(run, folder, files)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when no other try-out is under way
+    log.info("tryout", role=label, passed=failure is None, blamed=failure.component if failure else None,
+             seconds=round(time.time() - started, 1))
+    return failure
+
+
+def _try(run: Run, folder: Path, files: dict[str, str]) -> TryOutFailure | None:
+    for component, code in files.items():
+        (folder / COMPONENT_FILES[component]).write_text(code, encoding="utf-8")
+    issues = validate_components(folder)
+    if issues:
+        return TryOutFailure(issues[0].component, "; ".join(str(i) for i in issues[:5]))
+    runner = run.runner()  # the run's own executor and limits; only the training budget is the try-out's
+    _, extraction = runner.ensure_features(folder, folder, on_event=run.emit)
+    if extraction is not None and not extraction.ok:
+        return None  # the Executor reports a failed extraction as an attempt; nothing to try here
+    events: list[dict[str, Any]] = []
+    result = runner.train(folder, folder, time_budget_s=TRYOUT_BUDGET_S, seed=run.settings.seed,
+                          on_event=events.append)
+    if any(e.get("event") == "smoke" and e.get("ok") for e in events) or result.status == "timeout":
+        return None
+    err = result.error
+    if err is None or err.error_type == INFEASIBLE_ERROR_TYPE:
+        return None
+    boundaries = _boundaries(folder)
+    blamed = _blame_by_evidence(err.component, boundaries)
+    lines = "\n".join(str(x) for x in err.lines[:12])
+    message = (f"your code was tried with the other two files before it could run as a candidate, and "
+               f"{err.component}.py raised {err.error_type}: {err.message[:800]}")
+    if lines:
+        message += f"\nOffending lines:\n{lines}"
+    if boundaries:
+        message += "\nAt the component boundaries: " + "; ".join(f"{k}: {v}" for k, v in boundaries.items())
+    if blamed != err.component:
+        message += f"\nThe shapes point at {blamed}.py as the cause."
+    if err.traceback:
+        message += f"\nTraceback (end):\n{err.traceback[-1200:]}"
+    return TryOutFailure(blamed, message + "\nFix the cause and reply with the complete file again.")
 
 
 async def refuse_if_it_crashes(run: Run, files: dict[str, str], owned: Collection[str], *, label: str) -> None:
