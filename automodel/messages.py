@@ -56,6 +56,9 @@ class TechnicalDesign(BaseModel):
         return value
     author: str = ""
     """Which backend wrote it (a model name or ``offline expert``)."""
+    tried: bool = False
+    """The three files passed a try-out together (the harness's smoke test): the engineers take them as
+    they are instead of asking their models to check them again."""
 
 
 class ComponentCode(BaseModel):

@@ -253,6 +253,11 @@ def _fenced(code: str, change: str = "as asked") -> str:
     return f"```python\n{code}```\nCHANGE: {change}"
 
 
+def _design(files: dict[str, str], summary: str = "small CNN") -> str:
+    head = json.dumps({"summary": summary, "rationale": ["fast"], "decisions": {"backbone": "small_cnn"}})
+    return f"```json\n{head}\n```\n" + "\n".join(f"```python\n# {c}.py\n{code}```" for c, code in files.items())
+
+
 def test_code_that_crashes_when_tried_is_refused_before_it_becomes_an_attempt(run_with):
     broken = _code("model", WIDTH=24).replace(*SHAPE_BUG)
     with FakeOpenAI({"model_engineer": [text(_fenced(broken)), text(_fenced(_code("model", WIDTH=24)))]}) as server:
@@ -270,6 +275,27 @@ def test_code_that_crashes_when_tried_is_refused_before_it_becomes_an_attempt(ru
     assert [f["kind"] for f in _lines(store.root / "model_faults.jsonl")] == ["failed_tryout"]
     assert not _lines(store.root / "history.jsonl")
     assert not (store.root / "tryouts").exists()  # nothing left behind
+
+
+def test_a_design_that_passed_its_try_out_is_taken_as_it_is_by_the_engineers(run_with):
+    from automodel.messages import TechnicalDesign
+    from automodel.roles import ArchitectAgent, DataEngineerAgent
+
+    files = {"data": _code("data", HFLIP=False), "model": _code("model", ARCH="small_cnn", WIDTH=8),
+             "training": _code("training", EPOCHS=1)}
+    with FakeOpenAI({"architect": [text(_design(files))]}) as server:
+        store, clients = run_with(server.base_url, ["architect", "data_engineer"])
+        architect = ArchitectAgent("architect", clients["architect"], run_dir=store.root, backoff_s=0.01)
+        design = asyncio.run(architect.run(task="Build the best classifier.")).messages[-1].content
+        assert isinstance(design, TechnicalDesign) and design.tried and design.author == "architect"
+        engineer = DataEngineerAgent("data_engineer", clients["data_engineer"], run_dir=store.root)
+        task = StructuredMessage[TechnicalDesign](content=design, source="architect")
+        code = asyncio.run(engineer.run(task=task)).messages[-1].content
+        asked = [r.model for r in server.requests]
+    assert asked == ["architect"]  # the engineer did not ask its model to rewrite a working file
+    assert isinstance(code, ComponentCode) and code.phase == "init" and code.code == design.components["data"]
+    assert same_code(code.code, files["data"])
+    assert code.author == "architect" and not _lines(store.root / "model_faults.jsonl")
 
 
 # --- escalation to the Architect after failed repairs ----------------------------------------------
@@ -310,11 +336,6 @@ def test_the_escalation_branch_of_the_speaker_policy():
     entry = HistoryEntry(iteration=4, target="t", change="c", status="crashed", summary="s")
     assert select_next_speaker([*again, _msg(entry), *attempt]) == "architect"  # the next attempt may escalate
     assert select_next_speaker([_msg(error(1)), _msg(repair("model"))]) == "executor"  # a plain repair
-
-
-def _design(files: dict[str, str], summary: str = "small CNN") -> str:
-    head = json.dumps({"summary": summary, "rationale": ["fast"], "decisions": {"backbone": "small_cnn"}})
-    return f"```json\n{head}\n```\n" + "\n".join(f"```python\n# {c}.py\n{code}```" for c, code in files.items())
 
 
 def test_a_crash_the_repairs_cannot_fix_is_escalated_to_the_architect(run_with):

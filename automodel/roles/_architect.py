@@ -128,6 +128,7 @@ class ArchitectAgent(RoleAgent):
             else:
                 design = design_or_none
                 design.author = author
+                design.tried = author != EXPERT_NAME and self.tries_out_code()  # try_it passed it
         store.update_run(design=design.model_dump(exclude={"components"}))
         save_design(store, design.components)
         return design

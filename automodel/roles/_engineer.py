@@ -116,6 +116,12 @@ class EngineerAgent(RoleAgent):
                         for c in COMPONENT_FILES if c != self.component}
             extra = {}
         iteration = store.next_iteration()
+        if isinstance(trigger, TechnicalDesign) and trigger.tried and trigger.components.get(self.component):
+            # The Architect's three files already ran the smoke test together: nothing to check or fix, and
+            # asking a model to rewrite a working file could only break it.
+            return ComponentCode(component=self.component, code=current, phase="init", iteration=iteration,
+                                 change="the Architect's file as designed (it passed its try-out with the other two)",
+                                 author=trigger.author)
         if isinstance(trigger, AnalystFeedback) and trigger.fidelity == "final" and not trigger.knobs:
             # The final phase trains the incumbent as it is: nothing to write, nothing to ask.
             return ComponentCode(component=self.component, code=current, phase="revision", iteration=iteration,
