@@ -338,6 +338,17 @@ def test_the_escalation_branch_of_the_speaker_policy():
     assert select_next_speaker([_msg(error(1)), _msg(repair("model"))]) == "executor"  # a plain repair
 
 
+def test_the_escalation_prompt_names_the_evidence_and_carries_the_reference():
+    from automodel.prompts import prompt_roles, render_prompt, unfilled_placeholders
+
+    assert "architect_escalation" in prompt_roles()
+    prompt = render_prompt("architect_escalation", description="digits", environment="{}")
+    assert not unfilled_placeholders(prompt)
+    for part in ('"failed_files"', '"boundaries"', '"repairs_tried"', '"feedback"', "def build_model(spec: ModelSpec)",
+                 "multiplier of the optimizer's learning rate", "# training.py"):
+        assert part in prompt
+
+
 def test_a_crash_the_repairs_cannot_fix_is_escalated_to_the_architect(run_with):
     from autogen_agentchat.messages import BaseChatMessage
 
