@@ -370,7 +370,8 @@ def test_a_crash_the_repairs_cannot_fix_is_escalated_to_the_architect(run_with):
         "training_engineer": [text(_fenced(good["training"]))],
     }
     with FakeOpenAI(script) as server:
-        store, clients = run_with(server.base_url, list(script), max_repairs=1)
+        # A roomy budget: one epoch (max_epochs 1) ends the run early; under load it must still fit.
+        store, clients = run_with(server.base_url, list(script), max_repairs=1, candidate_budget_s=60.0)
         # try_out=False: the crashes must reach the Executor, so that the engineers' repairs fail there.
         agents = {role: cls(role, clients[role], run_dir=store.root, backoff_s=0.01, try_out=False)
                   for role, cls in (("architect", ArchitectAgent), ("data_engineer", DataEngineerAgent),

@@ -33,10 +33,13 @@ from automodel.roles._executor import _blame_by_evidence, _boundaries
 from automodel.roles._faults import TryOutError
 from automodel.runtime import Run
 
-__all__ = ["TRYOUT_BUDGET_S", "TRYOUT_DIR", "TryOutFailure", "refuse_if_it_crashes", "try_out"]
+__all__ = ["TRYOUT_BUDGET_S", "TRYOUT_DIR", "TRYOUT_TIMEOUT_S", "TryOutFailure", "refuse_if_it_crashes", "try_out"]
 
 TRYOUT_BUDGET_S = 1.0
 """The try-out's time budget: shorter than the harness needs to reach its first epoch."""
+TRYOUT_TIMEOUT_S = 120.0
+"""How long a try-out job may take before the executor stops it; then the code is not judged (it runs as a
+candidate, whose own run judges it)."""
 TRYOUT_DIR = "tryouts"
 """Where a try-out's files and job live in the run directory while it runs (removed after)."""
 
@@ -81,14 +84,19 @@ def _try(run: Run, folder: Path, files: dict[str, str]) -> TryOutFailure | None:
     issues = validate_components(folder)
     if issues:
         return TryOutFailure(issues[0].component, "; ".join(str(i) for i in issues[:5]))
-    runner = run.runner()  # the run's own executor and limits; only the training budget is the try-out's
+    # The run's own executor and limits; the job's timeout is TRYOUT_BUDGET_S plus the runner's grace,
+    # which Run.runner sizes as half the candidate budget it is given (a loaded machine needs minutes).
+    runner = run.runner(candidate_budget_s=2 * TRYOUT_TIMEOUT_S)
     _, extraction = runner.ensure_features(folder, folder, on_event=run.emit)
     if extraction is not None and not extraction.ok:
         return None  # the Executor reports a failed extraction as an attempt; nothing to try here
     events: list[dict[str, Any]] = []
     result = runner.train(folder, folder, time_budget_s=TRYOUT_BUDGET_S, seed=run.settings.seed,
                           on_event=events.append)
-    if any(e.get("event") == "smoke" and e.get("ok") for e in events) or result.status == "timeout":
+    if result.status == "timeout":
+        log.warning("tryout_not_judged", reason=f"the try-out job took over {TRYOUT_TIMEOUT_S:g} s")
+        return None
+    if any(e.get("event") == "smoke" and e.get("ok") for e in events):
         return None
     err = result.error
     if err is None or err.error_type == INFEASIBLE_ERROR_TYPE:
