@@ -20,6 +20,7 @@ __all__ = [
     "ExecutionError",
     "Fidelity",
     "HistoryEntry",
+    "PipelineRewrite",
     "ROLE_NAMES",
     "RunReport",
     "TechnicalDesign",
@@ -55,6 +56,9 @@ class TechnicalDesign(BaseModel):
         return value
     author: str = ""
     """Which backend wrote it (a model name or ``offline expert``)."""
+    tried: bool = False
+    """The three files passed a try-out together (the harness's smoke test): the engineers take them as
+    they are instead of asking their models to check them again."""
 
 
 class ComponentCode(BaseModel):
@@ -85,6 +89,24 @@ class ExecutionError(BaseModel):
     traceback_tail: str = ""
     repair_attempt: int = 1
     max_repairs: int = 2
+
+
+class PipelineRewrite(BaseModel):
+    """The Architect's rewrite of a pipeline whose engineers' repairs all failed (an escalation).
+
+    Each engineer whose file changed then posts it as a ``repair`` :class:`ComponentCode`, and the
+    Executor runs it as one more try of the same attempt. No component in ``components`` means the
+    Architect gave up: the failed attempt is summarized as it is.
+    """
+
+    iteration: int
+    """The failed try the rewrite repairs."""
+    summary: str
+    """What was wrong and what the rewrite changes, in a sentence or two."""
+    components: dict[str, str] = Field(default_factory=dict)
+    """The rewritten files that differ from the failed try's (keyed data, model, training)."""
+    author: str = ""
+    """Which backend wrote it (a model name or ``offline expert``)."""
 
 
 class RunReport(BaseModel):
@@ -148,6 +170,7 @@ def message_types() -> list[type[StructuredMessage[BaseModel]]]:
         StructuredMessage[TechnicalDesign],
         StructuredMessage[ComponentCode],
         StructuredMessage[ExecutionError],
+        StructuredMessage[PipelineRewrite],
         StructuredMessage[RunReport],
         StructuredMessage[HistoryEntry],
         StructuredMessage[AnalystFeedback],

@@ -32,6 +32,7 @@ from automodel.messages import (
     ComponentCode,
     ExecutionError,
     HistoryEntry,
+    PipelineRewrite,
     RunReport,
     TechnicalDesign,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetTermination",
     "ROLE_ORDER",
     "build_team",
+    "escalation_speaker",
     "select_next_speaker",
     "stop_message",
     "stop_reason_of",
@@ -59,8 +61,12 @@ def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> s
 
     task -> Architect -> Data -> Model -> Training Engineer -> Executor -> Summarizer -> Analyst
     -> targeted Engineer -> Executor -> ...; an execution error goes to the engineer of the
-    component it is attributed to; a skipped change goes back to the Analyst.
+    component it is attributed to; a skipped change goes back to the Analyst. When the engineers'
+    repairs of an attempt all failed, the attempt is escalated once (:func:`escalation_speaker`).
     """
+    escalation = escalation_speaker(thread)
+    if escalation is not None:
+        return escalation
     last = next((m for m in reversed(thread) if isinstance(m, BaseChatMessage)), None)
     if last is None or not isinstance(last, StructuredMessage):
         # The task (or any plain text): the Architect starts; a resumed run goes to the Analyst.
@@ -81,6 +87,67 @@ def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> s
         return "analyst"
     if isinstance(content, AnalystFeedback):
         return content.target
+    return None
+
+
+_COMPONENT_ORDER = ("data", "model", "training")
+_ATTEMPT_STARTS = (TechnicalDesign, AnalystFeedback, HistoryEntry)
+"""Messages that begin a new attempt: what came before them belongs to earlier attempts."""
+
+
+def escalation_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:
+    """Who speaks next while a failed attempt is escalated to the Architect; None when no escalation applies.
+
+    An attempt whose engineers used every repair (its last ``ExecutionError`` had
+    ``repair_attempt == max_repairs``) and still crashed goes to the Architect, once per attempt.
+    The Architect's :class:`PipelineRewrite` goes to the engineer of each file it changed, in
+    data, model, training order (each posts it as a ``repair``), then to the Executor; a rewrite
+    with no files (the Architect gave up) goes to the Summarizer, which records the failure.
+    """
+    chats = [m for m in thread if isinstance(m, BaseChatMessage)]
+    if not chats or not isinstance(chats[-1], StructuredMessage):
+        return None
+    last = chats[-1].content
+    if isinstance(last, RunReport):
+        if last.status not in ("crashed", "invalid"):
+            return None
+        attempt = _current_attempt(chats[:-1])
+        errors = [c for c in attempt if isinstance(c, ExecutionError)]
+        used_every_repair = bool(errors) and errors[-1].repair_attempt >= errors[-1].max_repairs
+        escalated = any(isinstance(c, PipelineRewrite) for c in attempt)
+        return "architect" if used_every_repair and not escalated else None
+    if isinstance(last, PipelineRewrite):
+        changed = [c for c in _COMPONENT_ORDER if c in last.components]
+        return ENGINEER_OF[changed[0]] if changed else "summarizer"
+    if isinstance(last, ComponentCode) and last.phase == "repair":
+        rewrite = _rewrite_being_relayed(chats)
+        if rewrite is None:
+            return None
+        after = _COMPONENT_ORDER[_COMPONENT_ORDER.index(last.component) + 1:]
+        rest = [c for c in after if c in rewrite.components]
+        return ENGINEER_OF[rest[0]] if rest else "executor"
+    return None
+
+
+def _current_attempt(chats: Sequence[BaseChatMessage]) -> list[BaseModel]:
+    """The structured contents since the newest message that began an attempt (oldest first)."""
+    out: list[BaseModel] = []
+    for m in reversed(chats):
+        if not isinstance(m, StructuredMessage):
+            break
+        if isinstance(m.content, _ATTEMPT_STARTS):
+            break
+        out.append(m.content)
+    return out[::-1]
+
+
+def _rewrite_being_relayed(chats: Sequence[BaseChatMessage]) -> PipelineRewrite | None:
+    """The rewrite whose files the trailing ``repair`` messages carry, if they follow one directly."""
+    for m in reversed(chats):
+        content = m.content if isinstance(m, StructuredMessage) else None
+        if isinstance(content, ComponentCode) and content.phase == "repair":
+            continue
+        return content if isinstance(content, PipelineRewrite) else None
     return None
 
 
@@ -227,6 +294,7 @@ def build_team(
     backoff_s: float | None = None,
     name: str = "automodel_team",
     agents: Mapping[str, ChatAgent] | None = None,
+    try_out: bool = True,
 ) -> AutoModelTeam:
     """The AutoModel team for the run prepared in ``run_dir``.
 
@@ -244,6 +312,9 @@ def build_team(
         backoff_s: base of the exponential backoff between retries (None: the role's default).
         agents: your own agents in place of roles (role name -> agent named the same): the
             speaker policy routes to them, and any valid ``ComponentCode`` they post is run.
+        try_out: roles whose backend is a model try the code they write (the harness's smoke test,
+            as an executor job) before handing it over; a crash there is a fault fed back at once,
+            not an attempt (see :mod:`automodel.roles._tryout`).
     """
     clients = dict(clients or {})
     unknown = set(clients) - set(ROLE_ORDER)
@@ -261,7 +332,7 @@ def build_team(
         custom[role] if role in custom else
         ROLE_CLASSES[role](role, clients.get(role), run_dir=run_dir, max_retries=max_retries,
                            fallback_to_expert=fallback_to_expert, request_timeout_s=request_timeout_s,
-                           backoff_s=backoff_s)
+                           backoff_s=backoff_s, try_out=try_out)
         for role in ROLE_ORDER
     ]
     termination: TerminationCondition = BudgetTermination(run_dir) | MaxMessageTermination(max_messages)

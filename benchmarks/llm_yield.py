@@ -8,7 +8,9 @@ truncated code with ``finish_reason == "length"``, JSON with trailing commas, an
 
     python benchmarks/llm_yield.py --rates 0.0 0.5 --seeds 0 1 2 --iterations 6
 
-Writes ``benchmarks/results/llm_yield.md``: bad-reply rate x valid LLM-authored attempts x fallbacks.
+Writes ``benchmarks/results/llm_yield.md``: bad-reply rate x valid LLM-authored attempts x fallbacks,
+with the replies refused at their try-out (code that crashed in the smoke test before it became an
+attempt), the escalations to the Architect, the commit and the load average of each run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(1, str(ROOT))
 
 from fake_openai import FakeOpenAI, FlakyModel  # noqa: E402
 
@@ -35,6 +38,7 @@ from automodel.experts import reference_source  # noqa: E402
 from automodel.report import yield_count  # noqa: E402
 from automodel.run import RunOptions, run_team  # noqa: E402
 from automodel.store import RunStore  # noqa: E402
+from benchmarks.provenance import git_state  # noqa: E402
 
 ROLES = ["architect", "data_engineer", "model_engineer", "training_engineer", "analyst", "summarizer"]
 MODEL_INFO = {"vision": False, "function_calling": False, "json_output": False, "family": "unknown",
@@ -59,6 +63,7 @@ def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate
     flaky = FlakyModel(seed=seed, bad_rate=rate, only=only,
                        references={c: reference_source(c) for c in ("data", "model", "training")})
     started = time.time()
+    load_before = os.getloadavg()[0]
     with FakeOpenAI({}, responder=flaky) as server:
         config = _config(workdir / "backends.yaml", server.base_url, max_retries)
         run_team(RunOptions(data="demo", out=workdir / "run", device="cpu", iterations=iterations, config=config,
@@ -73,29 +78,40 @@ def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
     return {"rate": rate, "seed": seed, "faults_sent": "runtime only" if only else "all", "attempts": count.attempts, "valid": count.valid, "llm_valid": count.llm_valid,
             "expert_attempts": count.expert_attempts, "fallbacks": kinds.get("fallback", 0),
-            "design_fallbacks": kinds.get("design_fallback", 0), "faults": kinds,
+            "design_fallbacks": kinds.get("design_fallback", 0), "tryout_refusals": kinds.get("failed_tryout", 0),
+            "escalations": kinds.get("escalation", 0), "faults": kinds,
+            "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "sent": dict(flaky.counts), "wall_s": round(time.time() - started, 1),
             "statuses": [a.status for a in store.history()]}
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['rate']:.1f}{' (runtime bugs only)' if row.get('faults_sent') == 'runtime only' else ''}"
 
 
 def write_table(rows: list[dict[str, Any]], path: Path, note: str) -> None:
     lines = ["# LLM yield under a flaky model (digits demo, fake OpenAI-compatible server)", "", note, "",
              "| bad-reply rate | seed | attempts | valid, LLM-authored | valid (all) | expert takeovers | "
-             "expert fallbacks (turns) | design fallbacks | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+             "expert fallbacks (turns) | design fallbacks | refused at try-out | escalations | wall s | load 1 min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['rate']:.1f}{' (runtime bugs only)' if r.get('faults_sent') == 'runtime only' else ''} | {r['seed']} | {r['attempts']} | {r['llm_valid']} / {r['attempts']} | "
+        load = "-".join(f"{x:g}" for x in r.get("load", [])) or "?"
+        lines.append(f"| {_label(r)} | {r['seed']} | {r['attempts']} | {r['llm_valid']} / {r['attempts']} | "
                      f"{r['valid']} | {r['expert_attempts']} | {r['fallbacks']} | {r['design_fallbacks']} | "
-                     f"{r['wall_s']:.0f} |")
-    lines += ["", "| bad-reply rate | runs | valid LLM-authored / attempts | share | expert fallbacks | design fallbacks |",
-              "|---|---|---|---|---|---|"]
+                     f"{r.get('tryout_refusals', '?')} | {r.get('escalations', '?')} | {r['wall_s']:.0f} | {load} |")
+    lines += ["", "| bad-reply rate | runs | valid LLM-authored / attempts | share | expert takeovers | "
+              "expert fallbacks | design fallbacks | refused at try-out | escalations |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for rate, kind in sorted({(r["rate"], r.get("faults_sent", "all")) for r in rows}):
         group = [r for r in rows if r["rate"] == rate and r.get("faults_sent", "all") == kind]
         valid, attempts = sum(r["llm_valid"] for r in group), sum(r["attempts"] for r in group)
-        lines.append(f"| {rate:.1f}{' (runtime bugs only)' if kind == 'runtime only' else ''} | {len(group)} | {valid} / {attempts} | {valid / max(attempts, 1):.0%} | "
-                     f"{sum(r['fallbacks'] for r in group)} | {sum(r['design_fallbacks'] for r in group)} |")
+        lines.append(f"| {_label(group[0])} | {len(group)} | {valid} / {attempts} | {valid / max(attempts, 1):.0%} | "
+                     f"{sum(r['expert_attempts'] for r in group)} | {sum(r['fallbacks'] for r in group)} | "
+                     f"{sum(r['design_fallbacks'] for r in group)} | {sum(r.get('tryout_refusals', 0) for r in group)} | "
+                     f"{sum(r.get('escalations', 0) for r in group)} |")
     lines += ["", "Faults logged per run (`model_faults.jsonl` kinds) and replies sent by the fake model:", ""]
     for r in rows:
-        lines.append(f"- rate {r['rate']:.1f} seed {r['seed']}: statuses {r['statuses']}; faults {r['faults']}; "
+        lines.append(f"- rate {_label(r)} seed {r['seed']}: statuses {r['statuses']}; faults {r['faults']}; "
                      f"sent {r.get('sent', {})}")
     path.write_text("\n".join(lines) + "\n")
 
@@ -131,10 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                               max_retries=args.max_retries, only=only)
             rows.append(row)
             print(json.dumps(row), flush=True)
-            note = (f"Command: `python benchmarks/llm_yield.py {'--runtime-only ' if only else ''}--rates {' '.join(map(str, args.rates))} --seeds "
-                    f"{' '.join(map(str, args.seeds))} --iterations {args.iterations} --candidate-budget "
-                    f"{args.candidate_budget:g} --max-retries {args.max_retries}`; CPU, 2 cores shared with other "
-                    "jobs (wall times are loaded-machine times).")
+            git = git_state()
+            note = (f"Command: `python benchmarks/llm_yield.py {'--runtime-only ' if only else ''}--rates "
+                    f"{' '.join(map(str, args.rates))} --seeds {' '.join(map(str, args.seeds))} --iterations "
+                    f"{args.iterations} --candidate-budget {args.candidate_budget:g} --max-retries {args.max_retries}`"
+                    f" at commit {git.get('commit', '?')}{' (dirty)' if git.get('dirty') else ''}; CPU, "
+                    f"{os.cpu_count()} cores shared with other jobs (wall times are loaded-machine times; load "
+                    "average at the start and end of each run in the table).")
             write_table(rows, args.out, note)
     return 0
 

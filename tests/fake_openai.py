@@ -300,17 +300,28 @@ class FlakyModel:
         if fault == "prose_only":
             return text("I would make the model a bit better by tuning the learning rate and adding augmentation.")
         if role == "architect":
-            return self._architect(fault)
+            return self._architect(fault, context)
         if role.endswith("_engineer"):
             return self._engineer(role.split("_")[0], context, fault)
         if role == "analyst":
             return self._analyst(context, fault)
         return self._summary(context, fault)
 
-    def _architect(self, fault: str) -> Reply:
-        files = {"data": _set(self.references["data"], {"HFLIP": False, "TTA_HFLIP": False, "BATCH_SIZE": 128}),
-                 "model": _set(self.references["model"], {"ARCH": "small_cnn", "WIDTH": 8}),
-                 "training": _set(self.references["training"], {"MAX_EPOCHS": 4})}
+    def _rebuild(self, component: str, current: str) -> str:
+        """``current``'s knob values on the reference structure: how a decent model repairs a file."""
+        code = self.references[component]
+        for name, value in re.findall(r"^([A-Z_]+) = ([^#\n]+)", current, re.M):
+            code = re.sub(rf"^{name} = [^#\n]*", f"{name} = {value.strip()}", code, count=1, flags=re.M)
+        return code
+
+    def _architect(self, fault: str, context: dict[str, object]) -> Reply:
+        if context.get("phase") == "escalation":  # rewrite the failed files from the reference, keeping the knobs
+            failed = _dict(context.get("failed_files"))
+            files = {c: self._rebuild(c, str(failed.get(c) or self.references[c])) for c in ("data", "model", "training")}
+        else:
+            files = {"data": _set(self.references["data"], {"HFLIP": False, "TTA_HFLIP": False, "BATCH_SIZE": 128}),
+                     "model": _set(self.references["model"], {"ARCH": "small_cnn", "WIDTH": 8}),
+                     "training": _set(self.references["training"], {"MAX_EPOCHS": 4})}
         victim = {"shape_bug": "model", "wrong_permute": "data", "endless_loop": "training"}.get(fault) \
             or self.rng.choice(["data", "model", "training"])
         if fault:
@@ -329,10 +340,7 @@ class FlakyModel:
         phase = context.get("phase")
         change = "kept the file"
         if phase == "repair":  # a decent model repairs by going back to the known-good structure
-            knobs = {k: v for k, v in re.findall(r"^([A-Z_]+) = ([^#\n]+)", current, re.M)}
-            code = self.references[component]
-            for name, value in knobs.items():
-                code = re.sub(rf"^{name} = [^#\n]*", f"{name} = {value.strip()}", code, count=1, flags=re.M)
+            code = self._rebuild(component, current)
             change = "rewrote the broken part from the reference structure"
             error = _dict(context.get("error"))
             if error.get("error_type") == "Infeasible" and component == "model":  # too slow: a narrower network

@@ -89,7 +89,9 @@ def test_team_over_http_completes_repairs_retries_falls_back_and_records(tmp_pat
         store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1, config=config,
                                        description="handwritten digits 0-9; orientation matters", **FAST))
         backends = load_backend_config(config)
-        team = build_team(store.root, make_clients(backends), fallback_to_expert=True, max_retries=backends.max_retries)
+        # try_out=False: the shape error must reach the Executor, to test its repair loop
+        team = build_team(store.root, make_clients(backends), fallback_to_expert=True, max_retries=backends.max_retries,
+                          try_out=False)
         result = asyncio.run(team.run(task="Build the best classifier."))
         answered = {m: server.answered(m) for m in script}
         leftover = server.remaining()

@@ -37,14 +37,14 @@ def _lines(path: Path) -> list[dict]:
 def run_with(tmp_path):
     """A prepared demo run whose named roles talk to the fake server."""
 
-    def make(base_url: str, roles: list[str]):
+    def make(base_url: str, roles: list[str], **options):
         spec = {role: {"provider": "OpenAIChatCompletionClient",
                        "config": {"model": role, "base_url": base_url, "api_key_env": "FAKE_OPENAI_KEY",
                                   "timeout": 3.0, "max_retries": 0, "model_info": MODEL_INFO}} for role in roles}
         config = tmp_path / "backends.yaml"
         config.write_text(yaml.safe_dump({"roles": spec, "max_retries": 2, "backoff_s": 0.01}))
         store = prepare_run(RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=1, config=config,
-                                       **FAST))
+                                       **{**FAST, **options}))
         return store, make_clients(load_backend_config(config))
 
     return make
@@ -230,7 +230,7 @@ def test_every_static_fault_of_a_flaky_model_is_refused_with_a_logged_reason(run
     with FakeOpenAI({}, responder=flaky) as server:
         store, clients = run_with(server.base_url, ["model_engineer"])
         agent = ModelEngineerAgent("model_engineer", clients["model_engineer"], run_dir=store.root, max_retries=4,
-                                   backoff_s=0.01)
+                                   backoff_s=0.01, try_out=False)  # the static checks alone
         feedback = AnalystFeedback(target="model_engineer", diagnosis="capacity", change="wider",
                                    expected_effect="better", knobs={"WIDTH": 24})
         result = asyncio.run(agent.run(task=StructuredMessage[AnalystFeedback](content=feedback, source="analyst")))
@@ -242,3 +242,161 @@ def test_every_static_fault_of_a_flaky_model_is_refused_with_a_logged_reason(run
     if len(static) < len(sent):  # some reply got through: the model's, with the change it was asked for
         assert code.author == "model_engineer" and get_knobs(code.code)["WIDTH"] == 24
         assert ("[:, :5]" in code.code) == ("shape_bug" in sent)
+
+
+# --- code is tried before it is handed over --------------------------------------------------------
+
+SHAPE_BUG = ("        return self.head(self.features(x))", "        return self.head(self.features(x)[:, :5])")
+
+
+def _fenced(code: str, change: str = "as asked") -> str:
+    return f"```python\n{code}```\nCHANGE: {change}"
+
+
+def _design(files: dict[str, str], summary: str = "small CNN") -> str:
+    head = json.dumps({"summary": summary, "rationale": ["fast"], "decisions": {"backbone": "small_cnn"}})
+    return f"```json\n{head}\n```\n" + "\n".join(f"```python\n# {c}.py\n{code}```" for c, code in files.items())
+
+
+def test_code_that_crashes_when_tried_is_refused_before_it_becomes_an_attempt(run_with):
+    broken = _code("model", WIDTH=24).replace(*SHAPE_BUG)
+    with FakeOpenAI({"model_engineer": [text(_fenced(broken)), text(_fenced(_code("model", WIDTH=24)))]}) as server:
+        store, clients = run_with(server.base_url, ["model_engineer"])
+        agent = ModelEngineerAgent("model_engineer", clients["model_engineer"], run_dir=store.root, backoff_s=0.01)
+        feedback = AnalystFeedback(target="model_engineer", diagnosis="capacity", change="wider",
+                                   expected_effect="better", knobs={"WIDTH": 24})
+        result = asyncio.run(agent.run(task=StructuredMessage[AnalystFeedback](content=feedback, source="analyst")))
+        retry = server.requests[1].messages[-1]["content"]
+    code = result.messages[-1].content
+    assert isinstance(code, ComponentCode) and code.phase == "revision" and "[:, :5]" not in code.code
+    assert code.author == "model_engineer" and code.knobs == {"WIDTH": 24}
+    # The crash went back to the model with what, where and the shapes, as a fault; no attempt ran.
+    assert "model.py raised" in retry and "[:, :5]" in retry and "At the component boundaries" in retry
+    assert [f["kind"] for f in _lines(store.root / "model_faults.jsonl")] == ["failed_tryout"]
+    assert not _lines(store.root / "history.jsonl")
+    assert not (store.root / "tryouts").exists()  # nothing left behind
+
+
+def test_a_design_that_passed_its_try_out_is_taken_as_it_is_by_the_engineers(run_with):
+    from automodel.messages import TechnicalDesign
+    from automodel.roles import ArchitectAgent, DataEngineerAgent
+
+    files = {"data": _code("data", HFLIP=False), "model": _code("model", ARCH="small_cnn", WIDTH=8),
+             "training": _code("training", EPOCHS=1)}
+    with FakeOpenAI({"architect": [text(_design(files))]}) as server:
+        store, clients = run_with(server.base_url, ["architect", "data_engineer"])
+        architect = ArchitectAgent("architect", clients["architect"], run_dir=store.root, backoff_s=0.01)
+        design = asyncio.run(architect.run(task="Build the best classifier.")).messages[-1].content
+        assert isinstance(design, TechnicalDesign) and design.tried and design.author == "architect"
+        engineer = DataEngineerAgent("data_engineer", clients["data_engineer"], run_dir=store.root)
+        task = StructuredMessage[TechnicalDesign](content=design, source="architect")
+        code = asyncio.run(engineer.run(task=task)).messages[-1].content
+        asked = [r.model for r in server.requests]
+    assert asked == ["architect"]  # the engineer did not ask its model to rewrite a working file
+    assert isinstance(code, ComponentCode) and code.phase == "init" and code.code == design.components["data"]
+    assert same_code(code.code, files["data"])
+    assert code.author == "architect" and not _lines(store.root / "model_faults.jsonl")
+
+
+# --- escalation to the Architect after failed repairs ----------------------------------------------
+
+
+def _msg(content):
+    return StructuredMessage[type(content)](content=content, source="x")
+
+
+def test_the_escalation_branch_of_the_speaker_policy():
+    from automodel.messages import ExecutionError, HistoryEntry, PipelineRewrite, RunReport
+    from automodel.team import escalation_speaker, select_next_speaker
+
+    def error(n: int, of: int = 2):
+        return ExecutionError(iteration=n, component="model", status="crashed", error_type="RuntimeError", message="m",
+                              repair_attempt=n, max_repairs=of)
+
+    def repair(component: str):
+        return ComponentCode(component=component, code="x", change="c", phase="repair")
+
+    feedback = AnalystFeedback(target="model_engineer", diagnosis="d", change="c", expected_effect="e")
+    crashed = RunReport(iteration=3, status="crashed", target="model_engineer", change="c")
+    attempt = [_msg(feedback), _msg(ComponentCode(component="model", code="x", change="c", phase="revision")),
+               _msg(error(1)), _msg(repair("model")), _msg(error(2)), _msg(repair("model")), _msg(crashed)]
+    assert select_next_speaker(attempt) == "architect"  # every repair used and failed
+    assert escalation_speaker([*attempt[:3], _msg(crashed)]) is None  # repairs left (1 of 2 used): not escalated
+    assert escalation_speaker([*attempt[:2], _msg(crashed)]) is None  # no repair allowed at all (max_repairs 0)
+    timeout = crashed.model_copy(update={"status": "timeout"})
+    assert select_next_speaker([*attempt[:-1], _msg(timeout)]) == "summarizer"  # a timeout is not repaired
+    rewrite = PipelineRewrite(iteration=3, summary="s", components={"data": "d", "training": "t"}, author="gpt")
+    relay = [*attempt, _msg(rewrite)]
+    assert select_next_speaker(relay) == "data_engineer"  # each changed file, in order, by its engineer
+    assert select_next_speaker([*relay, _msg(repair("data"))]) == "training_engineer"
+    assert select_next_speaker([*relay, _msg(repair("data")), _msg(repair("training"))]) == "executor"
+    again = [*relay, _msg(repair("data")), _msg(repair("training")), _msg(crashed)]
+    assert select_next_speaker(again) == "summarizer"  # once per attempt
+    assert select_next_speaker([*attempt, _msg(PipelineRewrite(iteration=3, summary="gave up"))]) == "summarizer"
+    entry = HistoryEntry(iteration=4, target="t", change="c", status="crashed", summary="s")
+    assert select_next_speaker([*again, _msg(entry), *attempt]) == "architect"  # the next attempt may escalate
+    assert select_next_speaker([_msg(error(1)), _msg(repair("model"))]) == "executor"  # a plain repair
+
+
+def test_the_escalation_prompt_names_the_evidence_and_carries_the_reference():
+    from automodel.prompts import prompt_roles, render_prompt, unfilled_placeholders
+
+    assert "architect_escalation" in prompt_roles()
+    prompt = render_prompt("architect_escalation", description="digits", environment="{}")
+    assert not unfilled_placeholders(prompt)
+    for part in ('"failed_files"', '"boundaries"', '"repairs_tried"', '"feedback"', "def build_model(spec: ModelSpec)",
+                 "multiplier of the optimizer's learning rate", "# training.py"):
+        assert part in prompt
+
+
+def test_a_crash_the_repairs_cannot_fix_is_escalated_to_the_architect(run_with):
+    from autogen_agentchat.messages import BaseChatMessage
+
+    from automodel.messages import PipelineRewrite
+    from automodel.roles import ArchitectAgent, DataEngineerAgent, TrainingEngineerAgent
+    from automodel.team import build_team
+
+    good = {"data": _code("data", HFLIP=False), "model": _code("model", ARCH="small_cnn", WIDTH=8),
+            "training": _code("training", EPOCHS=1)}
+    broken = good["model"].replace(*SHAPE_BUG)
+    still_broken = broken.replace("[:, :5]", "[:, :4]")
+    failed = {**good, "model": still_broken}
+    script = {
+        "architect": [text(_design({**good, "model": broken})),
+                      text(_design(failed, "the same files")),  # refused: it would crash the same way
+                      text(_design(good, "model.py sliced its features; the slice is gone"))],
+        "data_engineer": [text(_fenced(good["data"]))],
+        "model_engineer": [text(_fenced(broken)), text(_fenced(still_broken, "sliced fewer features"))],
+        "training_engineer": [text(_fenced(good["training"]))],
+    }
+    with FakeOpenAI(script) as server:
+        # A roomy budget: one epoch (max_epochs 1) ends the run early; under load it must still fit.
+        store, clients = run_with(server.base_url, list(script), max_repairs=1, candidate_budget_s=60.0)
+        # try_out=False: the crashes must reach the Executor, so that the engineers' repairs fail there.
+        agents = {role: cls(role, clients[role], run_dir=store.root, backoff_s=0.01, try_out=False)
+                  for role, cls in (("architect", ArchitectAgent), ("data_engineer", DataEngineerAgent),
+                                    ("model_engineer", ModelEngineerAgent), ("training_engineer", TrainingEngineerAgent))}
+        team = build_team(store.root, agents=agents, pause_after_each_attempt=True)
+        result = asyncio.run(team.run(task="Build the best classifier."))
+        escalation = [r for r in server.requests if r.model == "architect"][1]
+        leftover = server.remaining()
+    speakers = [m.source for m in result.messages if isinstance(m, BaseChatMessage)]
+    assert speakers == ["user", "architect", "data_engineer", "model_engineer", "training_engineer", "executor",
+                        "model_engineer", "executor",  # the one repair allowed, which fails too
+                        "architect", "model_engineer", "executor",  # escalated: the rewrite of model.py runs
+                        "summarizer"]
+    assert leftover == {}
+    rewrite = next(m.content for m in result.messages
+                   if isinstance(m, StructuredMessage) and isinstance(m.content, PipelineRewrite))
+    assert set(rewrite.components) == {"model"} and rewrite.author == "architect"
+    # The Architect saw all three files of the failed try, the traceback, the shapes, the repair tried.
+    request = escalation.messages[1]["content"]
+    assert '"phase": "escalation"' in request and "[:, :4]" in request
+    for part in ('"failed_files"', '"traceback"', '"boundaries"', '"repairs_tried"', "sliced fewer features"):
+        assert part in request
+    history = _lines(store.root / "history.jsonl")
+    assert [h["status"] for h in history] == ["crashed", "crashed", "improved"]
+    assert "the Architect's rewrite" in history[2]["change"] and history[2]["authors"]["model"] == "architect"
+    faults = _lines(store.root / "model_faults.jsonl")
+    assert [(f["role"], f["kind"]) for f in faults] == [("architect", "unusable_reply"), ("architect", "escalation")]
+    assert "rewrote model.py" in faults[1]["action"]

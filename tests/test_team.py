@@ -116,7 +116,8 @@ def test_scripted_llm_roles_follow_the_speaker_order_and_survive_bad_replies(tmp
             '"expected_effect": "better", "knobs": {"WIDTH": 24}}\n```',
         ]),
     }
-    team = build_team(store.root, clients, fallback_to_expert=False)
+    team = build_team(store.root, clients, fallback_to_expert=False,
+                      try_out=False)  # the shape error must reach the Executor's repair loop
     result = asyncio.run(team.run(task="Build the best classifier."))
     speakers = [m.source for m in result.messages if isinstance(m, BaseChatMessage)]
     assert speakers == [

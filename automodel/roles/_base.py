@@ -1,15 +1,14 @@
-"""The base of every role: an AutoGen agent that asks its model backend, checks, retries, falls back."""
+"""The base of every role: an AutoGen agent that asks its model backend, checks, retries, falls back.
+
+The pieces live beside it: :mod:`._retry` (the retry loop, backoff, ``Retry-After``),
+:mod:`._faults` (what a fault is and where it is written) and :mod:`._usage` (tokens and cost).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import json
-import random
-import re
-import time
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -18,39 +17,22 @@ from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StructuredMessage, ThoughtEvent
 from autogen_core import CancellationToken, Component, ComponentModel
-from autogen_core.models import (
-    AssistantMessage,
-    ChatCompletionClient,
-    CreateResult,
-    RequestUsage,
-    SystemMessage,
-    UserMessage,
-)
+from autogen_core.models import ChatCompletionClient, LLMMessage, RequestUsage, SystemMessage, UserMessage
 from pydantic import BaseModel
 
-from automodel._logs import redact
 from automodel.config import ConfigError
 from automodel.experts import EXPERT_NAME, OfflineExpertClient, render_request
 from automodel.prompts import render_prompt
+from automodel.retry import DEFAULT_RETRY
+from automodel.roles._faults import ReplyError, parse_reply, record_fault
+from automodel.roles._retry import ask_with_retries, backoff_s
+from automodel.roles._usage import add_call, cost_spent, sum_usage
 from automodel.runtime import Run, open_run
 
-__all__ = ["ReplyError", "RoleAgent", "RoleConfig", "fault_kind", "retry_after_s"]
+__all__ = ["ReplyError", "RoleAgent", "RoleConfig", "backend_name", "last_of"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-_REFUSAL = re.compile(
-    r"^\W*(i'?m sorry|i am sorry|sorry, (but )?i|i can(no|')t (help|assist|comply|do that|provide)|"
-    r"i cannot (help|assist|comply|do that|provide)|i('m| am) (not able|unable) to|as an ai\b)",
-    re.I,
-)
-
-_MARKUP = re.compile(r"<</?SYS>>|\[/?INST\]|<(start|end)_of_turn>|<\|im_(start|end)\|>|<\|eot_id\|>|</?automodel-request>")
-"""Chat-template tokens and the request tag: a reply carrying them echoes the prompt, not an answer."""
-
-
-class ReplyError(ValueError):
-    """A model reply that cannot be used; the message is fed back to the model on retry."""
 
 
 class RoleConfig(BaseModel):
@@ -60,85 +42,29 @@ class RoleConfig(BaseModel):
     run_dir: str
     model_client: ComponentModel | None = None
     """The role's backend, in AutoGen's component format; the offline expert when absent."""
-    max_retries: int = 2
-    fallback_to_expert: bool = True
+    max_retries: int = DEFAULT_RETRY.max_retries
+    fallback_to_expert: bool = DEFAULT_RETRY.fallback_to_expert
     """After ``max_retries`` failed replies, let the offline expert play the role for this turn."""
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = DEFAULT_RETRY.request_timeout_s
     backoff_s: float | None = None
     """First wait before retrying a failed call; doubles each retry (with jitter) up to ``max_backoff_s``.
-    ``None`` reads ``backoff_s`` from the run's backend config (1 s when it has none)."""
-    max_backoff_s: float = 30.0
+    ``None`` reads ``backoff_s`` from the run's backend config (the default policy's when it has none)."""
+    max_backoff_s: float = DEFAULT_RETRY.max_backoff_s
     """The longest wait, also the cap on a server's ``Retry-After``."""
     price_per_1k_prompt: float | None = None
     """USD per 1000 prompt tokens; ``None`` reads the price from the run's backend config."""
     price_per_1k_completion: float | None = None
+    try_out: bool = True
+    """Roles that write code try it (the harness's smoke test, as an executor job) before handing it over;
+    code from the offline expert is not tried."""
 
 
 def backend_name(client: ChatCompletionClient) -> str:
+    """The name history and faults give a backend: the model's name, or ``offline expert``."""
     if isinstance(client, OfflineExpertClient):
         return EXPERT_NAME
     info = getattr(client, "_raw_config", None) or {}
     return str(info.get("model") or type(client).__name__)
-
-
-def fault_kind(exc: BaseException) -> str:
-    """A short name for a failed call: timeout, rate_limit, server_error, client_error, connection, bad_response."""
-    status = getattr(exc, "status_code", None)
-    name = type(exc).__name__
-    if isinstance(exc, TimeoutError) or "Timeout" in name:
-        return "timeout"
-    if status == 429 or "RateLimit" in name:
-        return "rate_limit"
-    if isinstance(status, int) and status >= 500:
-        return "server_error"
-    if isinstance(status, int):
-        return "client_error"
-    if "Connection" in name or isinstance(exc, ConnectionError):
-        return "connection"
-    return "bad_response"  # undecodable body, missing fields, validation errors
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """The wait a server asked for (``Retry-After`` seconds or date, or ``retry-after-ms``), if any."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        if headers.get("retry-after-ms") is not None:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _reply_text(result: CreateResult) -> str:
-    """The reply's text, or a ReplyError saying what was wrong with it."""
-    if result.finish_reason == "length":
-        raise ReplyError("the reply was cut off at the token limit (finish_reason length), so the code or JSON in it "
-                         "may be incomplete even where it parses; reply again, complete and much shorter")
-    if result.finish_reason == "content_filter":
-        raise ReplyError("the reply was withheld by the provider's content filter; answer the technical request only")
-    if not isinstance(result.content, str):
-        raise ReplyError("the reply was a tool call; reply with text in the format asked, no tools")
-    text = result.content
-    if not text.strip():
-        raise ReplyError("the reply was empty")
-    markup = _MARKUP.search(text)
-    if markup:
-        raise ReplyError(f"the reply echoes prompt markup ({markup.group(0)}) instead of answering; reply with the "
-                         "answer only, in the format asked")
-    if "```" not in text and _REFUSAL.match(text.strip()[:200]):
-        raise ReplyError("the reply declined the task; this is a routine machine-learning engineering request: "
-                         "answer it in the format asked")
-    return text
 
 
 class RoleAgent(BaseChatAgent, Component[RoleConfig]):
@@ -155,13 +81,14 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         model_client: ChatCompletionClient | None = None,
         *,
         run_dir: str | Path,
-        max_retries: int = 2,
-        fallback_to_expert: bool = True,
-        request_timeout_s: float = 300.0,
+        max_retries: int = DEFAULT_RETRY.max_retries,
+        fallback_to_expert: bool = DEFAULT_RETRY.fallback_to_expert,
+        request_timeout_s: float = DEFAULT_RETRY.request_timeout_s,
         backoff_s: float | None = None,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = DEFAULT_RETRY.max_backoff_s,
         price_per_1k_prompt: float | None = None,
         price_per_1k_completion: float | None = None,
+        try_out: bool = True,
     ):
         super().__init__(name=name, description=self.summary)
         self.model_client = model_client or OfflineExpertClient()
@@ -173,6 +100,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         self.max_backoff_s = max_backoff_s
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
+        self.try_out = try_out
         self._expert = OfflineExpertClient()
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._backends: Any = None  # the run's BackendConfig, read on first use
@@ -229,14 +157,22 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         cancellation_token: CancellationToken,
         *,
         prompt_vars: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        check: Callable[[T], Awaitable[None]] | None = None,
     ) -> tuple[T | None, str]:
         """Ask the backend; parse the reply; retry with the error fed back; then fall back.
 
         Every failure (timeout, rate limit, server error, malformed, empty, refused or
         schema-breaking reply) is retried ``max_retries`` times with exponential backoff (a
-        server's ``Retry-After`` wins), the reason fed back to the model where it can act on it.
-        Then the offline expert plays the turn (``fallback_to_expert``), else the caller's safe
-        default applies. Each fault is a line of ``model_faults.jsonl`` and a count in ``usage.json``.
+        server's ``Retry-After`` wins), the reason fed back to the model where it can act on it
+        (:func:`~automodel.roles._retry.ask_with_retries`). Then the offline expert plays the turn
+        (``fallback_to_expert``), else the caller's safe default applies. Each fault is a line of
+        ``model_faults.jsonl`` and a count in ``usage.json``.
+
+        Args:
+            prompt: the prompt file to use (``prompts/<prompt>.md``) when not the role's own.
+            check: a further test of the parsed reply (a try-out of its code, see :mod:`._tryout`);
+                the ``ReplyError`` it raises is fed back and retried like a parse error.
 
         Returns:
             The parsed value (None when every attempt failed) and who produced it.
@@ -244,103 +180,60 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
         ctx = self.ctx
         fields = {"description": ctx.description or "(no description given)",
                   "environment": json.dumps(ctx.environment(), default=str)}
-        system = render_prompt(self.role, **{**fields, **(prompt_vars or {})})
+        system = render_prompt(prompt or self.role, **{**fields, **(prompt_vars or {})})
         request = render_request(self.role, context)
-        first: list[Any] = [SystemMessage(content=system), UserMessage(content=request, source="automodel")]
-        messages = first
+        first: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=request, source="automodel")]
         client = self.model_client
         backend = backend_name(client)
         if not isinstance(client, OfflineExpertClient) and self._cost_cap_reached():
             self._fault(backend, 0, "cost_cap", "the run's cost cap (budget max_cost_usd) is spent", "no call")
             self.note(f"the run's cost cap is spent: {backend} is not asked")
         else:
-            for attempt in range(self.max_retries + 1):
-                delay = 0.0
-                try:
-                    result = await asyncio.wait_for(
-                        client.create(messages, cancellation_token=cancellation_token), timeout=self.request_timeout_s
-                    )
-                except (TimeoutError, asyncio.TimeoutError) as exc:
-                    kind, error = "timeout", f"no reply within {self.request_timeout_s:g}s ({type(exc).__name__})"
-                    delay = self._backoff(attempt)
-                except Exception as exc:  # rate limits, server errors, connection failures, undecodable bodies
-                    kind, error = fault_kind(exc), redact(f"{type(exc).__name__}: {exc}")[:300]  # providers echo keys
-                    wait = retry_after_s(exc)
-                    delay = min(wait, self.max_backoff_s) if wait is not None else self._backoff(attempt)
-                else:
-                    self._account(backend, result.usage)
-                    text = result.content if isinstance(result.content, str) else ""
-                    try:
-                        return self._parse(result, parse), backend
-                    except ReplyError as exc:
-                        kind, error = ("truncated" if result.finish_reason == "length" else "unusable_reply"), str(exc)
-                        messages = [*first, AssistantMessage(content=text[:2000] or "(empty)", source=self.name),
-                                    UserMessage(content=f"Your previous reply could not be used: {error}\n"
-                                                "Reply again to the request above, following the reply format exactly.",
-                                                source="automodel")]
-                last = attempt == self.max_retries
-                action = "give up" if last else f"retry in {delay:.1f}s"
-                self._fault(backend, attempt + 1, kind, error, action)
-                self.note(f"reply {attempt + 1} from {backend} unusable ({kind}): {error[:200]}; {action}")
-                if not last and delay > 0:
-                    await asyncio.sleep(delay)
+            def on_fault(attempt: int, kind: str, error: str, action: str) -> None:
+                self._fault(backend, attempt, kind, error, action)
+                self.note(f"reply {attempt} from {backend} unusable ({kind}): {error[:200]}; {action}")
+
+            value = await ask_with_retries(
+                client, first, parse, cancellation_token, max_retries=self.max_retries,
+                request_timeout_s=self.request_timeout_s, max_backoff_s=self.max_backoff_s, backoff=self._backoff,
+                on_usage=lambda usage: self._account(backend, usage), on_fault=on_fault, source=self.name,
+                check=check,
+            )
+            if value is not None:
+                return value, backend
         return await self._fall_back(first, parse, backend)
 
-    def _parse(self, result: CreateResult, parse: Callable[[str], T]) -> T:
-        text = _reply_text(result)
-        try:
-            return parse(text)
-        except ReplyError:
-            raise
-        except Exception as exc:  # a reply that ignores the schema can break any parser
-            raise ReplyError(f"the reply does not follow the format asked ({type(exc).__name__}: {str(exc)[:200]})") from exc
-
-    async def _fall_back(self, messages: list[Any], parse: Callable[[str], T], backend: str) -> tuple[T | None, str]:
+    async def _fall_back(self, messages: list[LLMMessage], parse: Callable[[str], T], backend: str) -> tuple[T | None, str]:
         if self.fallback_to_expert and not isinstance(self.model_client, OfflineExpertClient):
             self._fault(backend, 0, "fallback", f"{backend} gave no usable reply", f"the {EXPERT_NAME} plays this turn")
             self.note(f"falling back to the {EXPERT_NAME} for this turn")
             try:
                 result = await self._expert.create(messages)
-                return self._parse(result, parse), EXPERT_NAME
+                return parse_reply(result, parse), EXPERT_NAME
             except Exception as exc:
                 self.note(f"the {EXPERT_NAME}'s reply was unusable too: {exc}")
         self._fault(backend, 0, "default", f"{backend} gave no usable reply", "the role's safe default")
         return None, ""
 
+    def tries_out_code(self) -> bool:
+        """Whether code this role writes is tried before it is handed over (not the offline expert's)."""
+        return self.try_out and not isinstance(self.model_client, OfflineExpertClient)
+
     def _backoff(self, attempt: int) -> float:
         base = self.backoff_s
         if base is None:
             backends = self._run_backends()
-            base = backends.backoff_s if backends is not None else 1.0
-        return min(self.max_backoff_s, base * 2**attempt) * (0.5 + random.random() / 2)
+            base = backends.backoff_s if backends is not None else DEFAULT_RETRY.backoff_s
+        return backoff_s(attempt, base, self.max_backoff_s)
 
     # --- accounting: usage.json and model_faults.jsonl -------------------------------------
     def _account(self, backend: str, usage: RequestUsage) -> None:
-        self._usage = RequestUsage(
-            prompt_tokens=self._usage.prompt_tokens + usage.prompt_tokens,
-            completion_tokens=self._usage.completion_tokens + usage.completion_tokens,
-        )
-        self.ctx.store.add_usage(self.name, backend, usage.prompt_tokens, usage.completion_tokens)
-        prompt_price, completion_price = self.prices()
-        cost = (usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price) / 1000
-        if cost:
-            self.ctx.store.update_usage(self.name, backend, lambda e: e.update(cost_usd=round(float(e.get("cost_usd", 0.0)) + cost, 6)))
+        self._usage = sum_usage(self._usage, usage)
+        add_call(self.ctx.store, self.name, backend, usage, self.prices())
 
     def _fault(self, backend: str, attempt: int, kind: str, error: str, action: str) -> None:
-        record = {"time": round(time.time(), 3), "role": self.name, "backend": backend, "attempt": attempt,
-                  "kind": kind, "error": error[:500], "action": action}
-        log.warning("model_fault", **record)
-        self.ctx.store.add_fault(record)
-
-        def count(entry: dict[str, Any]) -> None:
-            key = {"fallback": "fallbacks", "default": "defaults"}.get(kind)
-            if key:
-                entry[key] = int(entry.get(key, 0)) + 1
-            else:
-                faults = entry.setdefault("faults", {})
-                faults[kind] = int(faults.get(kind, 0)) + 1
-
-        self.ctx.store.update_usage(self.name, backend, count)
+        """Log one fault of this role (see :func:`~automodel.roles._faults.record_fault`)."""
+        record_fault(self.ctx.store, self.name, backend, attempt, kind, error, action)
 
     def _run_backends(self) -> Any:
         """The run's backend config (``run.json`` names the file), or None."""
@@ -361,10 +254,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
 
     def _cost_cap_reached(self) -> bool:
         cap = self.ctx.settings.max_cost_usd
-        if cap is None:
-            return False
-        spent = sum(float(e.get("cost_usd", 0.0)) for e in self.ctx.store.usage().values() if isinstance(e, dict))
-        return spent >= float(cap)
+        return cap is not None and cost_spent(self.ctx.store) >= float(cap)
 
     # --- Component protocol -------------------------------------------------------------
     def _to_config(self) -> RoleConfig:
@@ -379,6 +269,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
             max_backoff_s=self.max_backoff_s,
             price_per_1k_prompt=self.price_per_1k_prompt,
             price_per_1k_completion=self.price_per_1k_completion,
+            try_out=self.try_out,
         )
 
     @classmethod
@@ -395,6 +286,7 @@ class RoleAgent(BaseChatAgent, Component[RoleConfig]):
             max_backoff_s=config.max_backoff_s,
             price_per_1k_prompt=config.price_per_1k_prompt,
             price_per_1k_completion=config.price_per_1k_completion,
+            try_out=config.try_out,
         )
 
 
