@@ -19,10 +19,11 @@ from automodel._console import Display, PlainDisplay
 from automodel.budget import StopReason, budget_use
 from automodel.config import load_backend_config, make_clients
 from automodel.data import flip_change_rate
+from automodel.executors import candidate_gpus
 from automodel.harness import write_json_atomic
 from automodel.report import write_report
 from automodel.runtime import Run, forget_run, open_run
-from automodel.settings import RunSettings
+from automodel.settings import RunSettings, SettingsError
 from automodel.store import RunStore
 from automodel.submission import preflight_run, write_submission
 from automodel.team import build_team, stop_reason_of, task_text
@@ -53,6 +54,7 @@ def prepare_run(opts: RunSettings) -> RunStore:
     if not opts.resume and existing and store.history():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     settings = RunSettings.from_run_record(existing, f"{out}/run.json") if opts.resume else opts
+    _check_gpus(settings)
     options: dict[str, Any] = {k: v for k, v in (("max_train", settings.max_train), ("max_test", settings.max_test)) if v}
     ws = open_workspace(settings.data, out, description=settings.description, device=settings.device,
                         seed=settings.seed, val_fraction=settings.val_fraction, id_col=settings.id_col,
@@ -83,6 +85,20 @@ def prepare_run(opts: RunSettings) -> RunStore:
     return store
 
 
+def _check_gpus(settings: RunSettings) -> None:
+    """``--gpus`` / ``--device cuda:N`` name GPUs this process sees, before any data is prepared.
+
+    Raises:
+        SettingsError: they do not (the message lists the valid ids), or they disagree.
+    """
+    if settings.executor == "ray" or (settings.gpus is None and not settings.device.startswith("cuda:")):
+        return
+    try:
+        candidate_gpus(settings.gpus, settings.device)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def _flip_rate(ws: Workspace) -> float:
     x, y = ws.data.arrays("train")
     assert y is not None
@@ -109,7 +125,8 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
     caps = f", at most {settings.max_attempts} attempts" if settings.max_attempts else ""
     console.print(f"device {env['device']}, pretrained weights: hub={env['pretrained']['hub']} "
                   f"local={env['pretrained']['local']}; budget {settings.time_budget_s:.0f}s ({settings.strategy}{caps}): "
-                  f"exploration candidates ~{plan.explore_budget_s():.0f}s, final training {plan.final_reserve_s():.0f}s")
+                  f"exploration candidates ~{plan.explore_budget_s():.0f}s, final training {plan.final_reserve_s():.0f}s"
+                  + (f"; {settings.parallel_candidates} candidates at once" if settings.parallel_candidates > 1 else ""))
     display.start(store.root, run.record)
     run.on_event.append(display.on_event)
     run.session_start = time.time()
