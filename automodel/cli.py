@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", type=int, default=None, metavar="K",
                      help="explore K different changes at once, trained together (default 1: one at a time)")
     run.add_argument("--gpus", default=None, metavar="0,1|all|N",
-                     help="GPUs the candidates spread over, one each (local, sandbox, docker executors); "
+                     help="GPUs the candidates spread over, one each (local and sandbox executors); "
                      "--device cuda:N is the one-GPU form")
     run.add_argument("--strategy", choices=["budgeted", "paper"], default=None,
                      help="budgeted (default): explore cheap, then train the best long; paper: equal shares from scratch")

@@ -88,7 +88,7 @@ class RunSettings(BaseModel):
     together (threads per candidate: the cores divided by K), and the best that beats the incumbent is
     kept. 1: the paper's loop, one candidate per step."""
     gpus: str | None = None
-    """GPUs the candidates of the local, sandbox and docker executors spread over, one
+    """GPUs the candidates of the local and sandbox executors spread over, one
     ``CUDA_VISIBLE_DEVICES`` each: ``all``, a count (``2``) or ids (``0,1``; one id: ``1,``).
     None: ``device`` decides (``cuda:N`` pins every candidate to GPU N). Not with ``ray``
     (``ray_num_gpus`` there)."""

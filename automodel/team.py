@@ -61,7 +61,10 @@ def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> s
 
     task -> Architect -> Data -> Model -> Training Engineer -> Executor -> Summarizer -> Analyst
     -> targeted Engineer -> Executor -> ...; an execution error goes to the engineer of the
-    component it is attributed to; a skipped change goes back to the Analyst.
+    component it is attributed to; a skipped change goes back to the Analyst. In a round of
+    parallel candidates (``AnalystFeedback.of`` > 1) the Analyst and the targeted engineers
+    alternate slot by slot before the Executor, and the Executor posts one report per
+    candidate, each summarized (:func:`next_in_round`, :func:`round_results_pending`).
     """
     last = next((m for m in reversed(thread) if isinstance(m, BaseChatMessage)), None)
     if last is None or not isinstance(last, StructuredMessage):

@@ -119,6 +119,30 @@ def test_gpu_slots_spread_candidates_and_device_cuda_n_is_the_one_gpu_form() -> 
         RunSettings(data="demo", out=Path("x"), executor="ray", gpus="0,1")
 
 
+def _bare_run(tmp_path: Path, **settings: Any) -> Path:
+    """A run directory with settings and an environment only (enough to build runners, no data)."""
+    out = tmp_path / "run"
+    store = RunStore(out)
+    opts = RunSettings(data="demo", out=out, **settings)
+    store.update_run(settings=opts.record(), environment={"device": "cpu", "cpu_count": 2}, held_out=[])
+    forget_run(out)
+    return out
+
+
+def test_each_candidate_of_a_round_gets_its_gpu_slot_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")  # what this process sees: two GPUs, no CUDA needed
+    run = open_run(_bare_run(tmp_path, gpus="all", executor="local", parallel_candidates=3))
+    runners = [run.runner(candidate_budget_s=5.0, threads=1, candidate=i, of=3) for i in range(3)]
+    assert [r.env for r in runners] == [{"CUDA_VISIBLE_DEVICES": v} for v in ("4", "5", "4")]
+    assert {r.device for r in runners} == {"cuda"} and {r.threads for r in runners} == {1}
+    forget_run(run.store.root)
+    single = open_run(_bare_run(tmp_path / "one", device="cuda:1", executor="local"))
+    assert single.runner().env == {"CUDA_VISIBLE_DEVICES": "5"}  # --device cuda:N: the one-slot form
+    forget_run(single.store.root)
+    plain = open_run(_bare_run(tmp_path / "plain", executor="local"))
+    assert plain.runner().env == {} and plain.runner().device == "cpu"  # nothing asked: nothing pinned
+
+
 def test_ray_options_come_from_the_config_file_then_the_settings(tmp_path: Path) -> None:
     cfg = tmp_path / "backends.yaml"
     cfg.write_text("ray:\n  address: ray://head:10001\n  num_cpus: 2\n  num_gpus: 0.5\n")
@@ -128,6 +152,12 @@ def test_ray_options_come_from_the_config_file_then_the_settings(tmp_path: Path)
         "address": "ray://head:10001", "num_cpus": 1.0, "num_gpus": 0.5}
     executor = RayExecutor(**ray_options(config.ray))  # connects to nothing until a candidate runs
     assert (executor.address, executor.num_cpus, executor.num_gpus) == ("ray://head:10001", 2, 0.5)
+    run = open_run(_bare_run(tmp_path, executor="ray", config=cfg, ray_num_gpus=0.25))
+    built = run.executor()
+    assert isinstance(built, RayExecutor) and run.executor() is built  # one executor per run
+    assert (built.address, built.num_cpus, built.num_gpus) == ("ray://head:10001", 2, 0.25)
+    assert run.gpu_slots() is None  # Ray places GPUs itself
+    forget_run(run.store.root)
     cfg.write_text("ray:\n  adress: auto\n")
     with pytest.raises(ConfigError, match="unknown option.*adress.*valid options: address"):
         load_backend_config(cfg)

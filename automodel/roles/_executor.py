@@ -164,7 +164,7 @@ class ExecutorAgent(RoleAgent):
         newest = last_of(messages, BaseModel)
         repair = isinstance(newest, ComponentCode) and newest.phase == "repair"
         if self._queue and not repair:  # the next result of a round already trained
-            return self._popqueued_result()
+            return self._pop_queued()
         segments = round_segments(messages)
         if segments is not None and any(code_of(segment) is not None for _, segment in segments):
             return await self._run_round(segments)
@@ -437,7 +437,7 @@ class ExecutorAgent(RoleAgent):
                 outcomes.append((cand, self._conclude(cand, None, task.result(), wall)))
         return errors
 
-    def _popqueued_result(self) -> RunReport | ExecutionError:
+    def _pop_queued(self) -> RunReport | ExecutionError:
         """Post the next result of the round; a failure to repair makes its candidate the one being repaired."""
         item = self._queue.pop(0)
         if item["kind"] == "error":
