@@ -17,9 +17,9 @@ from rich.console import Console
 
 from automodel._console import Display, PlainDisplay
 from automodel.budget import StopReason, budget_use
-from automodel.config import load_backend_config, make_clients
+from automodel.config import ConfigError, load_backend_config, make_clients
 from automodel.data import flip_change_rate
-from automodel.executors import candidate_gpus
+from automodel.executors import candidate_gpus, ray_options
 from automodel.harness import write_json_atomic
 from automodel.report import write_report
 from automodel.runtime import Run, forget_run, open_run
@@ -54,7 +54,7 @@ def prepare_run(opts: RunSettings) -> RunStore:
     if not opts.resume and existing and store.history():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     settings = RunSettings.from_run_record(existing, f"{out}/run.json") if opts.resume else opts
-    _check_gpus(settings)
+    _check_placement(settings)
     options: dict[str, Any] = {k: v for k, v in (("max_train", settings.max_train), ("max_test", settings.max_test)) if v}
     ws = open_workspace(settings.data, out, description=settings.description, device=settings.device,
                         seed=settings.seed, val_fraction=settings.val_fraction, id_col=settings.id_col,
@@ -85,17 +85,23 @@ def prepare_run(opts: RunSettings) -> RunStore:
     return store
 
 
-def _check_gpus(settings: RunSettings) -> None:
-    """``--gpus`` / ``--device cuda:N`` name GPUs this process sees, before any data is prepared.
+def _check_placement(settings: RunSettings) -> None:
+    """Where candidates run is usable, before any data is prepared: ``--gpus`` / ``--device cuda:N``
+    name GPUs this process sees; the ray executor's options (config file and settings) are valid.
 
     Raises:
-        SettingsError: they do not (the message lists the valid ids), or they disagree.
+        SettingsError: they are not (the message says which and what is valid).
+        ConfigError: the backend config file cannot be read.
     """
-    if settings.executor == "ray" or (settings.gpus is None and not settings.device.startswith("cuda:")):
-        return
     try:
-        candidate_gpus(settings.gpus, settings.device)
+        if settings.executor == "ray":
+            ray_options(load_backend_config(settings.config).ray, address=settings.ray_address,
+                        num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
+        elif settings.gpus is not None or settings.device.startswith("cuda:"):
+            candidate_gpus(settings.gpus, settings.device)
     except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise SettingsError(str(exc)) from exc
 
 

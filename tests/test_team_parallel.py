@@ -22,9 +22,9 @@ from automodel.executors import RayExecutor, candidate_gpus, gpu_envs, ray_optio
 from automodel.messages import AnalystFeedback, ComponentCode, ExecutionError, HistoryEntry, RunReport
 from automodel.roles import round_segments
 from automodel.roles._round import ROUND_FILE, unfinished_round, write_round
-from automodel.run import RunOptions, run_team_async
+from automodel.run import RunOptions, prepare_run, run_team_async
 from automodel.runtime import forget_run, open_run
-from automodel.settings import RunSettings
+from automodel.settings import RunSettings, SettingsError
 from automodel.store import Attempt, RunStore
 from automodel.team import select_next_speaker
 
@@ -164,6 +164,15 @@ def test_ray_options_come_from_the_config_file_then_the_settings(tmp_path: Path)
     cfg.write_text("ray:\n  num_gpus: 1.5\n")
     with pytest.raises(ConfigError, match="num_gpus"):
         load_backend_config(cfg)
+
+
+def test_bad_placement_stops_the_run_before_any_data_is_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(SettingsError, match="num_gpus"):
+        prepare_run(RunOptions(data="demo", out=tmp_path / "a", executor="ray", ray_num_gpus=1.5))
+    with pytest.raises(SettingsError, match="asks for 2 GPUs but this process sees 1"):
+        prepare_run(RunOptions(data="demo", out=tmp_path / "b", gpus="2", parallel_candidates=2))
+    assert not (tmp_path / "a" / "data").exists() and not (tmp_path / "b" / "data").exists()
 
 
 def _history(out: Path) -> list[dict[str, Any]]:

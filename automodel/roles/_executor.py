@@ -184,7 +184,11 @@ class ExecutorAgent(RoleAgent):
         else:
             self._authors.update({c: a for c, a in authors.items() if a != "incumbent"})
         self._last_files = files
-        cand = Candidate(iteration=store.next_iteration(), workdir=Path(), files=files, target=self._target,
+        feedback = last_of(messages, AnalystFeedback)
+        rerun = feedback.rerun if isinstance(feedback, AnalystFeedback) and self._repairs == 0 else None
+        done = {a.iteration for a in store.history()}
+        iteration = rerun if rerun is not None and rerun > 0 and rerun not in done else store.next_iteration()
+        cand = Candidate(iteration=iteration, workdir=Path(), files=files, target=self._target,
                           change=self._change, knobs=self._knobs, fidelity=self._fidelity, want_warm=self._warm,
                           authors=dict(self._authors), repairs=self._repairs)
         self._write(cand)
@@ -380,11 +384,10 @@ class ExecutorAgent(RoleAgent):
         self._cycle_start = time.time()
         slot = {id(c): i for i, c in enumerate(cands)}
         outcomes.sort(key=lambda o: (isinstance(o[1], ExecutionError), slot[id(o[0])]))  # repairs after the reports
-        first, *rest = outcomes
-        self._queue = [queued_result(c, msg) for c, msg in rest]
+        self._queue = [queued_result(c, msg) for c, msg in outcomes]
         self.note(f"trained {len(cands)} candidates at once: "
                   + ", ".join(f"#{c.iteration} {getattr(m, 'status', '?')}" for c, m in outcomes))
-        return first[1].model_copy(update={"pending": len(self._queue)})
+        return self._pop_queued()
 
     async def _train_round(self, ready: list[Candidate],
                            outcomes: list[tuple[Candidate, RunReport | ExecutionError]]) -> list[BaseException]:
