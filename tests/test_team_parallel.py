@@ -17,6 +17,7 @@ import pytest
 from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel
 
+from automodel.budget import budget_use
 from automodel.config import ConfigError, load_backend_config
 from automodel.executors import RayExecutor, candidate_gpus, gpu_envs, ray_options
 from automodel.messages import AnalystFeedback, ComponentCode, ExecutionError, HistoryEntry, RunReport
@@ -173,6 +174,19 @@ def test_bad_placement_stops_the_run_before_any_data_is_prepared(tmp_path: Path,
     with pytest.raises(SettingsError, match="asks for 2 GPUs but this process sees 1"):
         prepare_run(RunOptions(data="demo", out=tmp_path / "b", gpus="2", parallel_candidates=2))
     assert not (tmp_path / "a" / "data").exists() and not (tmp_path / "b" / "data").exists()
+
+
+def test_budget_use_counts_the_overlapping_walls_of_a_round_once() -> None:
+    record = {"settings": {"time_budget_s": 100.0, "strategy": "budgeted"}}
+    history = [
+        {"fidelity": "explore", "wall_s": 10.0, "time": 1010.0},  # alone
+        {"fidelity": "explore", "wall_s": 20.0, "time": 1030.0},  # a round of two from 1010 s
+        {"fidelity": "explore", "wall_s": 18.0, "time": 1028.0},
+        {"fidelity": "final", "wall_s": 40.0, "time": 1070.0},
+        {"fidelity": "explore", "wall_s": 5.0},  # no end time recorded: counted as it is
+    ]
+    use = budget_use(record, history, elapsed_s=80.0)
+    assert (use["explore_s"], use["explore_attempts"], use["final_s"], use["final_attempts"]) == (35.0, 4, 40.0, 1)
 
 
 def _history(out: Path) -> list[dict[str, Any]]:
