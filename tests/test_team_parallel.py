@@ -29,7 +29,7 @@ from automodel.settings import RunSettings, SettingsError
 from automodel.store import Attempt, RunStore
 from automodel.team import select_next_speaker
 
-TINY = {"candidate_budget_s": 3.0, "max_epochs": 2, "time_budget_s": 900.0}
+TINY = {"candidate_budget_s": 15.0, "max_epochs": 1, "max_train": 300, "time_budget_s": 900.0}
 
 
 def _msg(content: BaseModel, source: str = "x") -> StructuredMessage[Any]:
@@ -204,19 +204,21 @@ def _check_round(rows: list[dict[str, Any]]) -> None:
 
 @pytest.mark.slow
 def test_two_candidates_at_once_on_digits_record_two_different_changes(tmp_path: Path) -> None:
-    opts = RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=4, parallel_candidates=2, **TINY)
+    opts = RunOptions(data="demo", out=tmp_path / "run", device="cpu", iterations=3, parallel_candidates=2,
+                      executor="local", **TINY)
     final = asyncio.run(run_team_async(opts))
     rows = _history(tmp_path / "run")
-    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5]
+    assert sorted(r["iteration"] for r in rows) == [1, 2, 3, 4]
     _check_round(rows[1:3])
-    _check_round(rows[3:5])
-    assert len({(r["target"], json.dumps(r["knobs"], sort_keys=True)) for r in rows[1:]}) == 4  # never a repeat
+    # The attempt cap leaves one attempt: the next round is a single candidate, a change not tried before.
+    assert len({(r["target"], json.dumps(r["knobs"], sort_keys=True)) for r in rows[1:]}) == 3
     summaries = [json.loads(line) for line in (tmp_path / "run" / "summaries.jsonl").read_text().splitlines()]
-    assert sorted(s["iteration"] for s in summaries) == [1, 2, 3, 4, 5]  # every report reached the chat
-    best = max(r["val_accuracy"] for r in rows)
-    assert final["best_val_accuracy"] == best
-    assert int((tmp_path / "run" / "best" / "ITERATION").read_text()) == next(
-        r["iteration"] for r in rows if r["val_accuracy"] == best)
+    assert sorted(s["iteration"] for s in summaries) == [1, 2, 3, 4]  # every report reached the chat
+    scores = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
+    assert final["best_val_accuracy"] == (max(scores) if scores else None)  # the round's best that beat the rest
+    if scores:
+        assert int((tmp_path / "run" / "best" / "ITERATION").read_text()) == next(
+            r["iteration"] for r in rows if r["val_accuracy"] == max(scores))
     assert not (tmp_path / "run" / ROUND_FILE).exists()
 
 
@@ -233,7 +235,7 @@ def _wait_for(predicate: Any, timeout: float) -> bool:
 def test_resume_after_kill_with_two_in_flight_reruns_them_under_their_numbers(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "automodel.cli", "run", "demo", "--out", str(out), "--iterations", "2",
-           "--parallel", "2", "--candidate-budget", "6", "--device", "cpu", "--executor", "local"]
+           "--parallel", "2", "--candidate-budget", "15", "--device", "cpu", "--executor", "local"]
     env = {**os.environ, "AUTOMODEL_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     round_file = out / ROUND_FILE
