@@ -181,12 +181,18 @@ def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapse
     """How a run spent its clock, per phase, from ``run.json`` and its history (for final.json and the report)."""
     settings = record.get("settings") or {}
     total = float(settings.get("time_budget_s") or 0.0)
-    by_phase: dict[str, float] = {"explore": 0.0, "final": 0.0}
+    spans: dict[str, list[tuple[float, float]]] = {"explore": [], "final": []}
+    untimed: dict[str, float] = {"explore": 0.0, "final": 0.0}
     count: dict[str, int] = {"explore": 0, "final": 0}
     for a in history:
         phase = "final" if a.get("fidelity") == "final" else "explore"
-        by_phase[phase] += float(a.get("wall_s") or a.get("seconds") or 0.0)
+        wall = float(a.get("wall_s") or a.get("seconds") or 0.0)
+        if a.get("time") is None:
+            untimed[phase] += wall
+        else:  # attempts end at "time": parallel candidates' walls overlap and count once
+            spans[phase].append((float(a["time"]) - wall, float(a["time"])))
         count[phase] += 1
+    by_phase = {phase: untimed[phase] + _covered_s(found) for phase, found in spans.items()}
     return {
         "strategy": settings.get("strategy", "budgeted"),
         "time_budget_s": total,
@@ -199,6 +205,16 @@ def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapse
         "idle_tail_share": round(max(0.0, total - elapsed_s) / total, 3) if total else None,
         "stop_kind": record.get("stop_kind"),  # "exhausted": the tail was left because nothing could gain
     }
+
+
+def _covered_s(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the (start, end) spans: parallel candidates' overlapping walls count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def describe_settings(record: dict[str, Any]) -> str:

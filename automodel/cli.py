@@ -53,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=float, default=None,
                      help="USD cap for priced backends (prices in the config); then the offline expert plays on")
     run.add_argument("--token-budget", type=int, default=None, help="stop after the LLM backends used this many tokens")
-    run.add_argument("--threads", type=int, default=None, help="CPU threads per candidate (default: all available)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="CPU threads per candidate (default: the cores, divided by --parallel)")
+    run.add_argument("--parallel", type=int, default=None, metavar="K",
+                     help="explore K different changes at once, trained together (default 1: one at a time)")
+    run.add_argument("--gpus", default=None, metavar="0,1|all|N",
+                     help="GPUs the candidates spread over, one each (local and sandbox executors); "
+                     "--device cuda:N is the one-GPU form")
     run.add_argument("--strategy", choices=["budgeted", "paper"], default=None,
                      help="budgeted (default): explore cheap, then train the best long; paper: equal shares from scratch")
     run.add_argument("--no-flip-check", action="store_true",
@@ -207,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_train=args.max_train,
         max_test=args.max_test,
         threads=args.threads,
+        parallel_candidates=args.parallel,
+        gpus=args.gpus,
         resume=args.resume or None,
         zero_shot=False if args.no_zero_shot else None,
         flip_check=False if args.no_flip_check else None,

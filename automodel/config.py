@@ -23,6 +23,10 @@ fallback_to_expert: true       # a role whose backend keeps failing is played by
 max_retries: 2                 # retries of a failed or unusable reply, before the fallback
 backoff_s: 1.0                 # first wait before a retry; doubles each time; a server's Retry-After wins
 request_timeout_s: 300         # AutoModel's own limit on one call, over the client's retries
+ray:                           # --executor ray only (docs/ray.md); the run's settings override these
+  address: auto                # the cluster this machine is a node of; or ray://HEAD:10001
+  num_cpus: 1                  # per candidate
+  num_gpus: 0.5                # per candidate; fractions share a GPU
 ```
 
 Keys come from environment variables named by ``api_key_env``; a literal ``api_key`` in
@@ -49,7 +53,7 @@ __all__ = ["BackendConfig", "ConfigError", "load_backend_config", "make_clients"
 SECRET_KEYS = {"api_key", "azure_ad_token", "token", "password", "secret"}
 PRICE_KEYS = ("price_per_1k_prompt", "price_per_1k_completion")
 SPEC_KEYS = {"provider", "config", "component_type", "version", "component_version", "description", "label", *PRICE_KEYS}
-TOP_KEYS = {"default", "roles", "fallback_to_expert", "max_retries", "backoff_s", "request_timeout_s"}
+TOP_KEYS = {"default", "roles", "fallback_to_expert", "max_retries", "backoff_s", "request_timeout_s", "ray"}
 
 
 class ConfigError(ValueError):
@@ -65,6 +69,8 @@ class BackendConfig(BaseModel):
     max_retries: int = DEFAULT_RETRY.max_retries
     backoff_s: float = DEFAULT_RETRY.backoff_s
     request_timeout_s: float = DEFAULT_RETRY.request_timeout_s
+    ray: dict[str, Any] = Field(default_factory=dict)
+    """Options of the ``ray`` executor (``address``, ``num_cpus``, ``num_gpus``, ...; docs/ray.md)."""
 
     def spec(self, role: str) -> dict[str, Any] | None:
         """The backend spec that plays ``role`` (None: the offline expert)."""
@@ -128,10 +134,20 @@ def load_backend_config(path: str | Path | None) -> BackendConfig:
                 f"{path}: {where}.config has {sorted(found)}; put the key in an environment variable and name it "
                 "with api_key_env instead, so it is never written to disk"
             )
+    ray = data.get("ray") or {}
+    if not isinstance(ray, dict):
+        raise ConfigError(f"{path}: ray must be a mapping of executor options (address, num_cpus, num_gpus, ...)")
+    try:
+        from automodel.executors import ray_options
+
+        ray_options(ray)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     try:
         # Only the keys the file sets override the defaults (automodel.retry.RetryPolicy).
         given = {k: data[k] for k in ("fallback_to_expert", "max_retries", "backoff_s", "request_timeout_s") if k in data}
-        return BackendConfig.model_validate({"default": data.get("default"), "roles": data.get("roles") or {}, **given})
+        return BackendConfig.model_validate({"default": data.get("default"), "roles": data.get("roles") or {},
+                                             "ray": ray, **given})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from autogen_agentchat.messages import StructuredMessage
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 __all__ = [
     "ENGINEER_OF",
@@ -89,6 +89,8 @@ class ExecutionError(BaseModel):
     traceback_tail: str = ""
     repair_attempt: int = 1
     max_repairs: int = 2
+    pending: int = Field(default=0, ge=0)
+    """Results of the same round of parallel candidates the Executor has still to post."""
 
 
 class PipelineRewrite(BaseModel):
@@ -134,6 +136,8 @@ class RunReport(BaseModel):
     """Trained on from the incumbent's weights instead of from scratch."""
     features: str | None = None
     """The cached feature set the candidate trained a head on, if any."""
+    pending: int = Field(default=0, ge=0)
+    """Results of the same round of parallel candidates the Executor has still to post (one message each)."""
 
 
 class HistoryEntry(BaseModel):
@@ -162,6 +166,18 @@ class AnalystFeedback(BaseModel):
     """``explore``: a short look; ``final``: train this configuration with the rest of the budget."""
     warm_start: bool = False
     """Continue from the incumbent's weights (only when the model architecture stays the same)."""
+    slot: int = Field(default=0, ge=0)
+    """This change's place in a round of parallel candidates (set by the Analyst role, not the model)."""
+    of: int = Field(default=1, ge=1)
+    """How many different changes the round trains at once (1: one at a time, the paper's loop)."""
+    rerun: int | None = None
+    """The iteration this change runs again: it was still training when the run was killed."""
+
+    @model_validator(mode="after")
+    def _slot_in_round(self) -> AnalystFeedback:
+        if self.slot >= self.of:
+            raise ValueError(f"slot {self.slot} is outside a round of {self.of} changes (slots 0..{self.of - 1})")
+        return self
 
 
 def message_types() -> list[type[StructuredMessage[BaseModel]]]:

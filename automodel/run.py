@@ -18,12 +18,13 @@ from rich.console import Console
 from automodel._console import Display, PlainDisplay
 from automodel._environment import agent_errors_to_log
 from automodel.budget import StopReason, budget_use
-from automodel.config import load_backend_config, make_clients
+from automodel.config import ConfigError, load_backend_config, make_clients
 from automodel.data import flip_change_rate
+from automodel.executors import candidate_gpus, ray_options
 from automodel.harness import write_json_atomic
 from automodel.report import write_report
 from automodel.runtime import Run, forget_run, open_run
-from automodel.settings import RunSettings
+from automodel.settings import RunSettings, SettingsError
 from automodel.store import RunStore
 from automodel.submission import preflight_run, write_submission
 from automodel.team import build_team, stop_reason_of, task_text
@@ -54,6 +55,7 @@ def prepare_run(opts: RunSettings) -> RunStore:
     if not opts.resume and existing and store.history():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     settings = RunSettings.from_run_record(existing, f"{out}/run.json") if opts.resume else opts
+    _check_placement(settings)
     options: dict[str, Any] = {k: v for k, v in (("max_train", settings.max_train), ("max_test", settings.max_test)) if v}
     ws = open_workspace(settings.data, out, description=settings.description, device=settings.device,
                         seed=settings.seed, val_fraction=settings.val_fraction, id_col=settings.id_col,
@@ -84,6 +86,26 @@ def prepare_run(opts: RunSettings) -> RunStore:
     return store
 
 
+def _check_placement(settings: RunSettings) -> None:
+    """Where candidates run is usable, before any data is prepared: ``--gpus`` / ``--device cuda:N``
+    name GPUs this process sees; the ray executor's options (config file and settings) are valid.
+
+    Raises:
+        SettingsError: they are not (the message says which and what is valid).
+        ConfigError: the backend config file cannot be read.
+    """
+    try:
+        if settings.executor == "ray":
+            ray_options(load_backend_config(settings.config).ray, address=settings.ray_address,
+                        num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
+        elif settings.gpus is not None or settings.device.startswith("cuda:"):
+            candidate_gpus(settings.gpus, settings.device)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise SettingsError(str(exc)) from exc
+
+
 def _flip_rate(ws: Workspace) -> float:
     x, y = ws.data.arrays("train")
     assert y is not None
@@ -110,7 +132,8 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
     caps = f", at most {settings.max_attempts} attempts" if settings.max_attempts else ""
     console.print(f"device {env['device']}, pretrained weights: hub={env['pretrained']['hub']} "
                   f"local={env['pretrained']['local']}; budget {settings.time_budget_s:.0f}s ({settings.strategy}{caps}): "
-                  f"exploration candidates ~{plan.explore_budget_s():.0f}s, final training {plan.final_reserve_s():.0f}s")
+                  f"exploration candidates ~{plan.explore_budget_s():.0f}s, final training {plan.final_reserve_s():.0f}s"
+                  + (f"; {settings.parallel_candidates} candidates at once" if settings.parallel_candidates > 1 else ""))
     display.start(store.root, run.record)
     run.on_event.append(display.on_event)
     run.session_start = time.time()

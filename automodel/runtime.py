@@ -19,6 +19,7 @@ from typing import Any
 from automodel.budget import BudgetPlan
 from automodel.config import BackendConfig, load_backend_config
 from automodel.data import PreparedData
+from automodel.executors import Executor, candidate_gpus, create_executor, gpu_envs, ray_options
 from automodel.experts import get_knobs
 from automodel.features import measured_cost_scale
 from automodel.harness import CandidateRunner
@@ -43,6 +44,7 @@ class Run:
     """Live harness events (epochs, progress) go to these callbacks."""
     session_start: float = field(default_factory=time.time)
     _backends: BackendConfig | None = None
+    _executor: Executor | None = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.store.root)!r})"
@@ -99,22 +101,53 @@ class Run:
         return PretrainedInfo(hub_available=bool(env.get("pretrained", {}).get("hub")),
                               local=dict(self.record.get("local_weights", {})))
 
-    def runner(self, *, candidate_budget_s: float | None = None) -> CandidateRunner:
-        """The candidate runner (the one factory, :func:`automodel.workspace.make_runner`)."""
+    def runner(self, *, candidate_budget_s: float | None = None, threads: int | None = None,
+               candidate: int = 0, of: int = 1) -> CandidateRunner:
+        """The candidate runner (the one factory, :func:`automodel.workspace.make_runner`).
+
+        ``candidate`` of ``of`` started at once: its GPU slot (``--gpus`` / ``--device cuda:N``,
+        :func:`automodel.executors.gpu_envs`); ``threads``: its CPU threads (default: the setting).
+        """
         s = self.settings
         budget = candidate_budget_s if candidate_budget_s is not None else self.plan().explore_budget_s()
+        slots = self.gpu_slots()
+        env = gpu_envs(slots, of)[candidate] if slots else {}
+        device = str(self.record.get("environment", {}).get("device", "cpu"))
         return make_runner(
             self.store,
             pretrained=self.pretrained(),
             held_out=[Path(p) for p in self.record.get("held_out", [])],
-            device=str(self.record.get("environment", {}).get("device", "cpu")),
+            device="cuda" if slots else device,
             description=self.description,
             memory_limit_mb=s.memory_limit_mb,
             max_epochs=s.max_epochs,
-            threads=s.threads,
-            executor=s.executor,
+            threads=s.threads if threads is None else threads,
+            executor=self.executor(),
             grace_s=max(45.0, 0.5 * budget),
+            env=env,
         )
+
+    def gpu_slots(self) -> list[str] | None:
+        """The GPUs candidates spread over (``--gpus``, or ``--device cuda:N``); None: the environment decides.
+
+        Raises:
+            ValueError: the settings name GPUs this process does not see, or disagree.
+        """
+        if self.settings.executor == "ray":
+            return None  # Ray gives each task its GPUs (ray_num_gpus)
+        return candidate_gpus(self.settings.gpus, self.settings.device)
+
+    def executor(self) -> Executor | str:
+        """Where candidates run: the setting's name, or for ``ray`` one executor with the run's options
+        (settings over the backend config's ``ray:`` section), made once per run object."""
+        s = self.settings
+        if s.executor != "ray":
+            return s.executor
+        if self._executor is None:
+            options = ray_options(self.backends().ray, address=s.ray_address, num_cpus=s.ray_num_cpus,
+                                  num_gpus=s.ray_num_gpus)
+            self._executor = create_executor("ray", **options)
+        return self._executor
 
     def backends(self) -> BackendConfig:
         """The backend config named by the settings, loaded once per run object."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["SETTINGS_VERSION", "RunSettings", "SettingsError", "Strategy"]
 
@@ -82,10 +82,33 @@ class RunSettings(BaseModel):
     max_epochs: int | None = Field(default=None, ge=1)
     executor: str = "auto"
     """Where candidate code runs: auto (bubblewrap sandbox where it starts, else local), sandbox, docker,
-    local (no isolation); see automodel.executors and the README's "Security model"."""
+    local (no isolation), ray; see automodel.executors and the README's "Security model"."""
+    parallel_candidates: int = Field(default=1, ge=1, le=16)
+    """Candidates the team explores at once (K): the Analyst proposes K different changes, they train
+    together (threads per candidate: the cores divided by K), and the best that beats the incumbent is
+    kept. 1: the paper's loop, one candidate per step."""
+    gpus: str | None = None
+    """GPUs the candidates of the local and sandbox executors spread over, one
+    ``CUDA_VISIBLE_DEVICES`` each: ``all``, a count (``2``) or ids (``0,1``; one id: ``1,``).
+    None: ``device`` decides (``cuda:N`` pins every candidate to GPU N). Not with ``ray``
+    (``ray_num_gpus`` there)."""
+    ray_address: str | None = None
+    """``--executor ray``: the cluster (``auto``, ``ray://HEAD:10001``); None: the backend config's
+    ``ray.address``, else ``RAY_ADDRESS`` or a local runtime (docs/ray.md)."""
+    ray_num_cpus: float | None = Field(default=None, ge=0)
+    """``--executor ray``: CPUs each candidate asks for; None: the backend config's, else 1."""
+    ray_num_gpus: float | None = Field(default=None, ge=0)
+    """``--executor ray``: GPUs each candidate asks for (fractions share one); None: the backend config's, else 0."""
 
     # Not stored as a setting of the run, only of this invocation.
     resume: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="after")
+    def _gpus_not_with_ray(self) -> RunSettings:
+        if self.gpus is not None and self.executor == "ray":
+            raise ValueError("gpus does not apply to the ray executor, which gives each candidate its GPUs itself: "
+                             "set ray_num_gpus (or num_gpus in the backend config's ray: section) instead")
+        return self
 
     @classmethod
     def build(cls, **given: Any) -> RunSettings:

@@ -47,6 +47,8 @@ __all__ = [
     "ROLE_ORDER",
     "build_team",
     "escalation_speaker",
+    "next_in_round",
+    "round_results_pending",
     "select_next_speaker",
     "stop_message",
     "stop_reason_of",
@@ -63,6 +65,9 @@ def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> s
     -> targeted Engineer -> Executor -> ...; an execution error goes to the engineer of the
     component it is attributed to; a skipped change goes back to the Analyst. When the engineers'
     repairs of an attempt all failed, the attempt is escalated once (:func:`escalation_speaker`).
+    In a round of parallel candidates (``AnalystFeedback.of`` > 1) the Analyst and the targeted
+    engineers alternate slot by slot before the Executor, and the Executor posts one report per
+    candidate, each summarized (:func:`next_in_round`, :func:`round_results_pending`).
     """
     escalation = escalation_speaker(thread)
     if escalation is not None:
@@ -78,13 +83,16 @@ def select_next_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> s
     if isinstance(content, ComponentCode):
         if content.phase == "init":
             return _INIT_NEXT[content.component]
+        in_round = next_in_round(thread, content)
+        if in_round is not None:
+            return in_round
         return "analyst" if content.phase == "skip" else "executor"
     if isinstance(content, ExecutionError):
         return ENGINEER_OF.get(content.component, "training_engineer")
     if isinstance(content, RunReport):
         return "summarizer"
     if isinstance(content, HistoryEntry):
-        return "analyst"
+        return "executor" if round_results_pending(thread) else "analyst"
     if isinstance(content, AnalystFeedback):
         return content.target
     return None
@@ -151,6 +159,55 @@ def _rewrite_being_relayed(chats: Sequence[BaseChatMessage]) -> PipelineRewrite 
     return None
 
 
+# --- rounds of parallel candidates (parallel_candidates > 1) ----------------------------------
+# The Analyst posts the K changes of a round one at a time (AnalystFeedback slot 0..K-1 of K),
+# each followed by its engineer's code; after the last, the Executor trains them all at once and
+# posts one RunReport per candidate (``pending`` says how many are still to come), each summarized.
+
+
+def _structured(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> list[BaseModel]:
+    return [m.content for m in thread if isinstance(m, StructuredMessage) and isinstance(m.content, BaseModel)]
+
+
+def next_in_round(thread: Sequence[BaseAgentEvent | BaseChatMessage], change: ComponentCode) -> str | None:
+    """Who speaks after an engineer's change inside a round of parallel candidates; None outside one.
+
+    A change answering slot ``i`` of ``K`` goes back to the Analyst for slot ``i + 1``; after the
+    last slot the Executor trains the round (the Analyst again when every engineer skipped). A
+    skipped repair goes to the Executor when it still has results of the round to post.
+    """
+    if change.phase not in ("revision", "skip"):
+        return None
+    contents = _structured(thread)
+    for index in range(len(contents) - 1, -1, -1):
+        content = contents[index]
+        if isinstance(content, ExecutionError):
+            return "executor" if change.phase == "skip" and content.pending > 0 else None
+        if isinstance(content, AnalystFeedback):
+            if content.of <= 1:
+                return None
+            if content.slot + 1 < content.of:
+                return "analyst"
+            return "executor" if _round_has_code(contents) else "analyst"
+    return None
+
+
+def _round_has_code(contents: Sequence[BaseModel]) -> bool:
+    """Whether some engineer wrote code (not a skip) since the last round's first feedback."""
+    for content in reversed(contents):
+        if isinstance(content, ComponentCode) and content.phase == "revision":
+            return True
+        if isinstance(content, AnalystFeedback) and content.slot == 0:
+            return False
+    return False
+
+
+def round_results_pending(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
+    """Whether the Executor has more results of the last round to post (the newest report says so)."""
+    report = next((c for c in reversed(_structured(thread)) if isinstance(c, RunReport)), None)
+    return report is not None and report.pending > 0
+
+
 STOP_PREFIX = "automodel-stop "
 
 
@@ -199,6 +256,7 @@ class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
     def __init__(self, run_dir: str | Path):
         self.run_dir = str(run_dir)
         self._terminated = False
+        self._pending = 0  # results of a round of parallel candidates still to be reported
 
     @property
     def terminated(self) -> bool:
@@ -208,7 +266,7 @@ class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
         if self._terminated:
             raise TerminatedException("the budget is already spent")
         run = open_run(self.run_dir)
-        boundary = any(isinstance(m, StructuredMessage) and isinstance(m.content, HistoryEntry) for m in messages)
+        boundary = self._at_boundary(messages)
         tokens = 0
         if run.settings.token_budget is not None:
             tokens = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
@@ -221,6 +279,17 @@ class BudgetTermination(TerminationCondition, Component[_RunDirConfig]):
 
     async def reset(self) -> None:
         self._terminated = False
+
+    def _at_boundary(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
+        """An attempt was summarized and no result of its round is still to be reported."""
+        boundary = False
+        for m in messages:
+            content = m.content if isinstance(m, StructuredMessage) else None
+            if isinstance(content, RunReport | ExecutionError):
+                self._pending = content.pending
+            elif isinstance(content, HistoryEntry):
+                boundary = self._pending == 0
+        return boundary
 
     def _to_config(self) -> _RunDirConfig:
         return _RunDirConfig(run_dir=self.run_dir)

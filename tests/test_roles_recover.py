@@ -153,7 +153,8 @@ def test_an_endless_loop_in_build_training_is_a_crash_of_training_py(digits_work
 
 def test_a_wrong_permute_in_data_py_is_blamed_on_data_py_by_the_boundary_shapes(digits_workspace, reference_copy,
                                                                                   tmp_path):
-    from automodel.roles._executor import _blame_by_evidence, _boundaries
+    from automodel.roles._candidate import blame_by_evidence as _blame_by_evidence
+    from automodel.roles._candidate import crash_boundaries as _boundaries
     from tests.conftest import edit
 
     edit(reference_copy / "data.py", "            x = ops.random_erasing(x, p=ERASING)\n        return x\n",

@@ -13,7 +13,7 @@ here once, for both sides; :class:`ValidationScorer` computes every score outsid
 
 from ._base import EventCallback, Executor, LineCallback, create_executor, list_executors, register_executor
 from ._docker import DEFAULT_IMAGE, DockerExecutor, docker_problem, import_local_image
-from ._gpus import GpuSlots, gpu_envs, parse_gpus, resolve_gpus, visible_gpus
+from ._gpus import GpuSlots, candidate_gpus, gpu_envs, parse_gpus, resolve_gpus, visible_gpus
 from ._local import OOM_ERROR_TYPES, LocalExecutor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
 from ._parallel import IndexedEventCallback, IndexedLineCallback
@@ -39,7 +39,7 @@ from ._protocol import (
     val_predictions_name,
     write_json_atomic,
 )
-from ._ray import RayExecutor
+from ._ray import RayExecutor, ray_options
 from ._sandbox import SandboxExecutor, bwrap_problem, python_paths
 from ._scorer import EpochScore, ValidationScorer, read_predictions, score_log_probs
 from ._select import DEFAULT_EXECUTOR, resolve_executor
@@ -79,6 +79,7 @@ __all__ = [
     "SandboxExecutor",
     "ValidationScorer",
     "bwrap_problem",
+    "candidate_gpus",
     "checkpoint_name",
     "create_executor",
     "docker_problem",
@@ -91,6 +92,7 @@ __all__ = [
     "parse_val_name",
     "predictions_name",
     "python_paths",
+    "ray_options",
     "read_predictions",
     "register_executor",
     "resolve_executor",

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-__all__ = ["CUDA_ENV", "GpuSlots", "gpu_envs", "parse_gpus", "resolve_gpus", "visible_gpus"]
+__all__ = ["CUDA_ENV", "GpuSlots", "candidate_gpus", "gpu_envs", "parse_gpus", "resolve_gpus", "visible_gpus"]
 
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
 _FORMS = "'all', a count such as '2' ('0' for none), or ids such as '0,1' (one id: '1,')"
@@ -114,6 +114,40 @@ def resolve_gpus(
     """``--gpus`` as the ``CUDA_VISIBLE_DEVICES`` value of each GPU slot (see :func:`parse_gpus`)."""
     visible = visible_gpus(environ, count=count)
     return [visible[i] for i in parse_gpus(spec, available=len(visible))]
+
+
+def candidate_gpus(
+    gpus: str | int | Sequence[int] | None,
+    device: str = "auto",
+    environ: Mapping[str, str] | None = None,
+    *,
+    count: Callable[[], int] | None = None,
+) -> list[str] | None:
+    """The GPU slots a run's candidates spread over, from ``--gpus`` and ``--device``.
+
+    ``--gpus`` (see :func:`parse_gpus`) gives the slots; without it, ``--device cuda:N`` is the
+    single-candidate form of the same choice (the one slot of GPU ``N``), and any other device
+    leaves the environment alone (``None``). Candidate ``i`` of a round takes slot ``i`` modulo
+    their number (:func:`gpu_envs`) and sees its GPU as ``cuda`` (``cuda:0``).
+
+    Raises:
+        ValueError: both are given and disagree (``--device cpu`` or ``cuda:N`` with ``--gpus``),
+            or a GPU is not visible; the message says what to use instead.
+    """
+    dev = (device or "auto").strip().lower()
+    if gpus is not None and str(gpus).strip() != "":
+        if dev == "cpu" or (dev.startswith("cuda:") and dev != "cuda:"):
+            raise ValueError(
+                f"--gpus {gpus} and --device {device} both choose where candidates run; give --gpus with "
+                "--device auto (or cuda) for several candidates, or --device cuda:N alone for one GPU."
+            )
+        return resolve_gpus(gpus, environ, count=count)
+    if dev.startswith("cuda:"):
+        index = dev.split(":", 1)[1]
+        if not index.isdigit():
+            raise ValueError(f"--device {device!r} is not understood; use cpu, cuda or cuda:N (N a GPU id).")
+        return resolve_gpus(f"{int(index)},", environ, count=count)
+    return None
 
 
 def gpu_envs(slots: Sequence[str], k: int) -> list[dict[str, str]]:

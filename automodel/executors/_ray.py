@@ -21,10 +21,11 @@ the same path on every node. ``ray`` is imported only when this executor is used
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from ._parallel import IndexedEventCallback, IndexedLineCallback, run_threaded
 from ._ray_worker import ray_task
 from ._shipping import MARKER_PREFIX, Bundle, apply_bundle, make_bundle, request_roots
 
-__all__ = ["RayExecutor"]
+__all__ = ["RayExecutor", "ray_options"]
 
 ShipMode = Literal["auto", "always", "never"]
 _DRIVER_SLACK_S = 60.0
@@ -378,6 +379,26 @@ class RayExecutor(Executor):
             self, requests, max_parallel=max_parallel, on_event=on_event, on_line=on_line,
             on_interrupt=self.cancel_running,
         )
+
+
+def ray_options(section: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """:class:`RayExecutor` keyword arguments: a backend config's ``ray:`` section, then the run's
+    settings (``overrides``; ``None`` means not set).
+
+    Raises:
+        ValueError: an unknown key (the message lists the valid ones) or a value the executor refuses.
+    """
+    valid = [name for name in inspect.signature(RayExecutor.__init__).parameters if name != "self"]
+    options = dict(section or {})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"ray: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)} (docs/ray.md).")
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("num_cpus", "num_gpus", "max_ship_mb"):
+        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int | float)):
+            raise ValueError(f"ray: {key} must be a number, got {options[key]!r}.")
+    RayExecutor(**options)  # checks the values; connects to nothing
+    return options
 
 
 def _known_inner() -> list[str]:

@@ -97,6 +97,7 @@ class CandidateRunner:
             (model building, smoke test and the last evaluation take time too).
         features_dir: the run's cache of pretrained features (written by features jobs; a train job
             sees the train and validation features of each set, a predict job those of its split).
+        env: extra environment of every job (e.g. the ``CUDA_VISIBLE_DEVICES`` of this candidate's GPU).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class CandidateRunner:
         max_epochs: int | None = None,
         threads: int = 0,
         features_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.executor = resolve_executor(executor)
@@ -125,6 +127,7 @@ class CandidateRunner:
         self.max_epochs = max_epochs
         self.threads = threads
         self.features_dir = Path(features_dir) if features_dir is not None else None
+        self.env = dict(env or {})
         self._data: PreparedData | None = None
 
     @property
@@ -212,6 +215,7 @@ class CandidateRunner:
 
     def _request(self, workdir: Path, job_dir: Path, readonly: list[Path], timeout_s: float) -> ExecutionRequest:
         env = {"HF_HUB_OFFLINE": "1"} if not self.pretrained.hub_available else {}
+        env.update(self.env)
         if not self.executor.isolates_filesystem and self.forbidden_paths:
             env[GUARD_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in self.forbidden_paths)
         return ExecutionRequest(

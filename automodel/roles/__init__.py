@@ -12,6 +12,7 @@ from automodel.roles._data_engineer import DataEngineerAgent
 from automodel.roles._engineer import EngineerAgent
 from automodel.roles._executor import ExecutorAgent, assemble_components
 from automodel.roles._model_engineer import ModelEngineerAgent
+from automodel.roles._round import round_segments
 from automodel.roles._summarizer import SummarizerAgent
 from automodel.roles._training_engineer import TrainingEngineerAgent
 
@@ -41,4 +42,5 @@ __all__ = [
     "SummarizerAgent",
     "TrainingEngineerAgent",
     "assemble_components",
+    "round_segments",
 ]

@@ -29,7 +29,7 @@ import structlog
 
 from automodel.executors import INFEASIBLE_ERROR_TYPE
 from automodel.interfaces import COMPONENT_FILES, validate_components
-from automodel.roles._executor import _blame_by_evidence, _boundaries
+from automodel.roles._candidate import blame_by_evidence, crash_boundaries
 from automodel.roles._faults import TryOutError
 from automodel.runtime import Run
 
@@ -101,8 +101,8 @@ def _try(run: Run, folder: Path, files: dict[str, str]) -> TryOutFailure | None:
     err = result.error
     if err is None or err.error_type == INFEASIBLE_ERROR_TYPE:
         return None
-    boundaries = _boundaries(folder)
-    blamed = _blame_by_evidence(err.component, boundaries)
+    boundaries = crash_boundaries(folder)
+    blamed = blame_by_evidence(err.component, boundaries)
     lines = "\n".join(str(x) for x in err.lines[:12])
     message = (f"your code was tried with the other two files before it could run as a candidate, and "
                f"{err.component}.py raised {err.error_type}: {err.message[:800]}")

@@ -86,6 +86,9 @@ class Attempt(BaseModel):
     features: str | None = None
     authors: dict[str, str] = Field(default_factory=dict)
     """Component -> who wrote its code in this attempt (backend and model, offline expert, reference)."""
+    started: float | None = None
+    """When its training job started (epoch seconds; ``time`` is when it was recorded). The
+    candidates of a round of parallel candidates overlap."""
 
 
 class RunStore:
