@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from automodel._io import atomic_open, durable_replace
 from automodel.executors import OUT_DIR, export_name
-from automodel.harness._job import HarnessJob, JobData, emit
+from automodel.harness._job import HarnessJob, JobData
 from automodel.harness._train import Candidate, owned_by, trained_candidate
 
 __all__ = ["DeployedClassifier", "export", "portable_resize"]
@@ -161,7 +161,6 @@ def export(
     sample = torch.randint(0, 256, (2, int(meta.in_chans), int(meta.stored_size), int(meta.stored_size)),
                            dtype=torch.uint8, generator=gen)
     path = job_dir / OUT_DIR / export_name(job.export_format)
-    emit("progress", phase=f"export {job.export_format}")
     with owned_by("model", files), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about constants: the input size is fixed by design
         expected = wrapper(sample)
