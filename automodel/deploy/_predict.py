@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,12 +177,19 @@ def predict_images(
         DeployError: not a run with a best model, no readable image, or a failed job.
     """
     trained = run if isinstance(run, TrainedRun) else TrainedRun.open(run)
-    given = [images] if isinstance(images, (str, Path)) else list(images)
-    paths = [g for g in given if isinstance(g, (str, Path))]
-    files, skipped = find_images(paths) if paths else ([], [])
-    others = [g for g in given if not isinstance(g, (str, Path))]
-    items: list[ImageInput] = [*files, *others]
-    names = [str(f) for f in files] + [f"#{i}" for i in range(len(others))]
+    given = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    items: list[ImageInput] = []
+    names: list[str] = []
+    skipped: list[Skipped] = []
+    for i, item in enumerate(given):  # input order kept; a folder expands in place
+        if isinstance(item, (str, os.PathLike)):
+            files, not_images = find_images([item])
+            items += files
+            names += [str(f) for f in files]
+            skipped += not_images
+        else:
+            items.append(item)
+            names.append(f"#{i}")
     if not items:
         raise DeployError("no images to predict: pass image files, folders of images, arrays or PIL images")
     batch = decode_images(items, trained.meta.stored_size, trained.meta.in_chans, names=names)
