@@ -154,3 +154,50 @@ def test_bad_inputs_are_clear_errors(run_dir, tmp_path, capsys):
     assert main(["predict", str(run_dir), str(bad)]) == 2
     with pytest.raises(DeployError, match="choose one of onnx, torchscript"):
         export_model(run_dir, "tflite")
+
+
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose best model is a head on cached EfficientNet-Lite0 features (the CPU default for photos),
+    built with the run's own runner: a features job, then a training job, then a promotion."""
+    from automodel.harness import copy_components
+    from automodel.interfaces import REFERENCE_DIR
+    from automodel.run import prepare_run
+    from automodel.runtime import open_run
+    from automodel.settings import RunSettings
+    from automodel.store import Attempt
+
+    out = tmp_path_factory.mktemp("features") / "run"
+    store = prepare_run(RunSettings.build(data="demo", out=out, device="cpu", max_train=150, threads=1))
+    it = store.iteration_dir(1)
+    copy_components(REFERENCE_DIR, it)
+    data_py = it / "data.py"
+    data_py.write_text(data_py.read_text().replace('FEATURES = ""', 'FEATURES = "efficientnet_lite0@64"'))
+    run = open_run(store.root)
+    runner = run.runner(candidate_budget_s=4)
+    key, extraction = runner.ensure_features(it, store.root)
+    assert key == "efficientnet_lite0@64" and extraction is not None and extraction.ok, extraction
+    result = runner.train(it, it, time_budget_s=4)
+    assert result.ok and result.result, result.error
+    store.promote(1)
+    store.record(Attempt(iteration=1, target="architect", change="features", status="improved",
+                         val_accuracy=result.result["val_accuracy"], features=key))
+    return store.root
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_export_agrees_with_predict(features_run, test_images, tmp_path):
+    """The exported file holds the backbone, the extraction's preprocessing and float16 rounding, and the head."""
+    import onnxruntime
+
+    files = test_images[0][:40]
+    preds = predict_images(features_run, files)  # a features job for these images, then a predict job
+    assert len(preds) == len(files) and not preds.skipped
+    done = export_model(features_run, "onnx", out=tmp_path)
+    assert done.spec["preprocessing_inside"]["features"] == "efficientnet_lite0@64"
+    assert "efficientnet_lite0@64" in done.card_path.read_text()
+    x, _ = to_model_input(files, size=done.spec["input"]["height"], channels=done.spec["input"]["channels"])
+    session = onnxruntime.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"images": x})[0]
+    assert np.mean(probs.argmax(1) == preds.probabilities.argmax(1)) >= 0.99
+    np.testing.assert_allclose(probs, preds.probabilities, atol=5e-4)
