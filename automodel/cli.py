@@ -14,6 +14,8 @@ from rich.console import Console
 __all__ = ["build_parser", "main"]
 
 console = Console(highlight=False)
+_TABLE_ROWS = 50
+"""`automodel predict` without --out prints at most this many rows."""
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -213,10 +215,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     header, rows = preds.table(args.top_k or min(3, len(preds.classes)))
     table = Table(*(escape(h) for h in header))
-    for row in rows:
+    for row in rows[:_TABLE_ROWS]:
         table.add_row(*(escape(c) for c in row))
     console.print(table)
-    console.print(f"{len(preds)} image(s) predicted, {len(preds.skipped)} skipped")
+    more = f" (the first {_TABLE_ROWS} shown; --out FILE.csv writes all)" if len(rows) > _TABLE_ROWS else ""
+    console.print(f"{len(preds)} image(s) predicted{more}, {len(preds.skipped)} skipped")
     return 0
 
 

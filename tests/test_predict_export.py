@@ -200,4 +200,6 @@ def test_pretrained_backbone_export_agrees_with_predict(features_run, test_image
     session = onnxruntime.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
     probs = session.run(None, {"images": x})[0]
     assert np.mean(probs.argmax(1) == preds.probabilities.argmax(1)) >= 0.99
+    # Looser than the digits model's 1e-4: the run's feature cache rounds features to float16, and ONNX Runtime's
+    # convolutions differ from torch's by ~1e-6, which can move a feature across a float16 rounding step.
     np.testing.assert_allclose(probs, preds.probabilities, atol=5e-4)

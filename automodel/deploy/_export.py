@@ -105,15 +105,16 @@ def export_model(
     out_dir = Path(out).expanduser().resolve() if out is not None else trained.root / "export"
     name = export_name(fmt)
     with tempfile.TemporaryDirectory(prefix="automodel-export-") as tmp:
+        best = trained.snapshot_best(Path(tmp) / "best")  # the run may promote a new best meanwhile
         runner = trained.runner(trained.root / "data", executor=executor, device=device)
-        result = runner.export(trained.best_dir, trained.checkpoint, Path(tmp), fmt=fmt, timeout_s=timeout_s,
+        result = runner.export(best, best / "checkpoint.pt", Path(tmp) / "job", fmt=fmt, timeout_s=timeout_s,
                                on_event=on_event)
         if not result.ok:
             err = result.error
             detail = f"{err.component}.py {err.error_type}: {err.message}" if err else "; ".join(result.log_tail[-5:])
             raise DeployError(f"the export job ended with status {result.status}: {detail[:1500]}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(Path(tmp) / name, "rb") as src, atomic_open(out_dir / name, "wb") as dst:
+        with open(Path(tmp) / "job" / name, "rb") as src, atomic_open(out_dir / name, "wb") as dst:
             shutil.copyfileobj(src, dst, 1024 * 1024)
     facts = _job_facts(result.result)
     spec = model_spec(trained, fmt, facts)

@@ -32,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
 
+CHUNK = 4096
+"""Images decoded and predicted per job: memory stays bounded for any number of images."""
+
 
 @dataclass
 class Predictions:
@@ -131,6 +134,7 @@ def run_prediction_job(
     batch: ImageBatch,
     workdir: Path,
     *,
+    best: Path | None = None,
     executor: Executor | str | None = None,
     device: str | None = None,
     timeout_s: float = 900.0,
@@ -138,16 +142,19 @@ def run_prediction_job(
 ) -> np.ndarray:
     """Class log-probabilities ``(N, K)`` of the decoded ``batch``, computed in executor jobs under ``workdir``.
 
+    ``best``: a copy of the run's ``best/`` to use (default: one is taken into ``workdir/best``).
+
     Raises:
         DeployError: a features or predict job failed (its status and error in the message).
     """
     workdir = Path(workdir).resolve()
+    best = Path(best) if best is not None else trained.snapshot_best(workdir / "best")
     _prepare_images(trained, batch, workdir / "data")
     runner = trained.runner(workdir / "data", executor=executor, device=device, features_dir=workdir / "features")
-    key, extraction = runner.ensure_features(trained.best_dir, workdir, on_event=on_event)
+    key, extraction = runner.ensure_features(best, workdir, on_event=on_event)
     if extraction is not None and not extraction.ok:
         raise _job_failure(f"feature extraction ({key})", extraction)
-    result = runner.predict(trained.best_dir, trained.checkpoint, workdir / "predict", split="test",
+    result = runner.predict(best, best / "checkpoint.pt", workdir / "predict", split="test",
                             timeout_s=timeout_s, on_event=on_event)
     if not result.ok:
         raise _job_failure("predict", result)
@@ -192,17 +199,25 @@ def predict_images(
             names.append(f"#{i}")
     if not items:
         raise DeployError("no images to predict: pass image files, folders of images, arrays or PIL images")
-    batch = decode_images(items, trained.meta.stored_size, trained.meta.in_chans, names=names)
-    batch.skipped = skipped + batch.skipped
-    if not batch.names:
-        shown = "; ".join(str(s) for s in batch.skipped[:10])
+    trained.check_device(device)
+    with tempfile.TemporaryDirectory(prefix="automodel-predict-") as tmp:
+        root = Path(workdir) if workdir is not None else Path(tmp)
+        best = trained.snapshot_best(root / "best")  # one model for every chunk, even if the run promotes meanwhile
+        kept: list[str] = []
+        parts: list[np.ndarray] = []
+        for start in range(0, len(items), CHUNK):  # bounded memory: one job per chunk of images
+            batch = decode_images(items[start:start + CHUNK], trained.meta.stored_size, trained.meta.in_chans,
+                                  names=names[start:start + CHUNK])
+            skipped += batch.skipped
+            if not batch.names:
+                continue
+            parts.append(run_prediction_job(trained, batch, root / f"chunk-{start // CHUNK:04d}", best=best,
+                                            executor=executor, device=device, timeout_s=timeout_s,
+                                            on_event=on_event))
+            kept += batch.names
+    if not kept:
+        shown = "; ".join(str(s) for s in skipped[:10])
         raise DeployError(f"none of the {len(items)} image(s) could be read: {shown}")
-    if workdir is not None:
-        log_probs = run_prediction_job(trained, batch, Path(workdir), executor=executor, device=device,
-                                       timeout_s=timeout_s, on_event=on_event)
-    else:
-        with tempfile.TemporaryDirectory(prefix="automodel-predict-") as tmp:
-            log_probs = run_prediction_job(trained, batch, Path(tmp), executor=executor, device=device,
-                                           timeout_s=timeout_s, on_event=on_event)
-    log.info("predicted", run=str(trained.root), images=len(batch.names), skipped=len(batch.skipped))
-    return Predictions(batch.names, trained.classes, _softmax(log_probs.astype(np.float64)), batch.skipped)
+    log.info("predicted", run=str(trained.root), images=len(kept), skipped=len(skipped))
+    log_probs = np.concatenate(parts).astype(np.float64)
+    return Predictions(kept, trained.classes, _softmax(log_probs), skipped)

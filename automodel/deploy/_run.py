@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,53 @@ class TrainedRun:
         """The device the run trained on: data components choose their input size by it."""
         return str(self.record.get("environment", {}).get("device", "cpu"))
 
+    def snapshot_best(self, dst: Path, *, attempts: int = 3) -> Path:
+        """Copy ``best/`` (components, checkpoint, metrics) to ``dst`` and return it.
+
+        A running team may promote a new best at any moment (``best/`` is swapped whole); the copy
+        is retried until ``best/ITERATION`` reads the same before and after it.
+
+        Raises:
+            DeployError: ``best/`` kept changing, or vanished.
+        """
+        names = ["checkpoint.pt", "metrics.json", *COMPONENT_FILES.values()]
+        for _ in range(attempts):
+            before = self._best_iteration()
+            dst.mkdir(parents=True, exist_ok=True)
+            try:
+                for name in names:
+                    if (self.best_dir / name).is_file():
+                        shutil.copyfile(self.best_dir / name, dst / name)
+            except FileNotFoundError:
+                continue
+            if before == self._best_iteration() and (dst / "checkpoint.pt").is_file():
+                return dst
+        raise DeployError(f"{self.best_dir} changed while it was being read (the run is promoting new models); "
+                          "try again")
+
+    def _best_iteration(self) -> str:
+        try:
+            return (self.best_dir / "ITERATION").read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
+    def check_device(self, device: str | None) -> str:
+        """The device jobs will use: ``device`` or the run's own.
+
+        Raises:
+            DeployError: a CUDA device on a machine where torch sees none.
+        """
+        chosen = device or self.device
+        if chosen.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise DeployError(
+                    f"this run trained on {self.device} and torch sees no CUDA GPU here; pass --device cpu "
+                    "(device= in Python). Data components may choose their input size by device: compare "
+                    "the predictions with the run's before relying on them")
+        return chosen
+
     def final(self) -> dict[str, Any]:
         """``final.json`` (empty while the run is unfinished)."""
         return _read_json(self.root / "final.json") or {}
@@ -123,7 +171,7 @@ class TrainedRun:
             executor=executor,
             pretrained=self.pretrained(),
             forbidden_paths=[self.root / "private"],
-            device=device or self.device,
+            device=self.check_device(device),
             description=str(self.record.get("description", "")),
             features_dir=features_dir,
         )
