@@ -143,8 +143,8 @@ def test_bad_inputs_are_clear_errors(run_dir, tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(DeployError, match="holds no image files"):
         predict_images(run_dir, empty)
-    with pytest.raises(DeployError, match="does not exist"):
-        predict_images(run_dir, [tmp_path / "missing.png"])
+    with pytest.raises(DeployError, match="missing.png: missing"):
+        predict_images(run_dir, [tmp_path / "missing.png", empty])
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_bytes(b"nope")

@@ -20,7 +20,6 @@ import structlog
 from PIL import Image
 
 from automodel.data import IMAGE_EXTENSIONS, decode_array, decode_file, is_image_name
-from automodel.deploy._run import DeployError
 
 __all__ = ["ImageBatch", "ImageInput", "Skipped", "decode_images", "find_images", "to_model_input"]
 
@@ -54,10 +53,9 @@ class ImageBatch:
 def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Skipped]]:
     """Image files among ``inputs``: files as given, folders searched recursively in sorted order.
 
-    Files in a folder without an image extension are skipped (``not_image``), hidden ones ignored.
-
-    Raises:
-        DeployError: a path that does not exist, or a folder with no image files in it.
+    Skipped, with the reason: files in a folder without an image extension (``not_image``; hidden
+    ones are ignored), a folder with no image file (``no_images``), a path that does not exist
+    (``missing``).
     """
     files: list[Path] = []
     skipped: list[Skipped] = []
@@ -74,12 +72,12 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
                 else:
                     skipped.append(Skipped(str(child), "not_image", f"extension {child.suffix or '(none)'!r}"))
             if not found:
-                raise DeployError(f"{path} holds no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} in it "
-                                  "and its subfolders)")
+                skipped.append(Skipped(str(path), "no_images", "the folder and its subfolders hold no file named "
+                                       f"*{', *'.join(sorted(IMAGE_EXTENSIONS))}"))
         elif path.is_file():
             files.append(path)
         else:
-            raise DeployError(f"{path} does not exist: pass image files or folders of images")
+            skipped.append(Skipped(str(path), "missing", "no such file or folder"))
     return files, skipped
 
 

@@ -198,7 +198,11 @@ def predict_images(
             items.append(item)
             names.append(f"#{i}")
     if not items:
-        raise DeployError("no images to predict: pass image files, folders of images, arrays or PIL images")
+        shown = "; ".join(str(s) for s in skipped[:10])
+        raise DeployError(f"no images to predict{': ' + shown if shown else ''}. Pass image files, folders of "
+                          "images, uint8 arrays or PIL images")
+    for skip in skipped:
+        log.warning("image_skipped", image=skip.name, reason=skip.reason, detail=skip.detail[:200])
     trained.check_device(device)
     with tempfile.TemporaryDirectory(prefix="automodel-predict-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
