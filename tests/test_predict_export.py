@@ -141,7 +141,7 @@ def test_bad_inputs_are_clear_errors(run_dir, tmp_path, capsys):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DeployError, match="holds no image files"):
+    with pytest.raises(DeployError, match="empty: no_images"):
         predict_images(run_dir, empty)
     with pytest.raises(DeployError, match="missing.png: missing"):
         predict_images(run_dir, [tmp_path / "missing.png", empty])
