@@ -91,6 +91,9 @@ def test_onnx_export_agrees_with_predict(run_dir, test_images, tmp_path):
     assert probs.shape == expected.shape
     assert np.mean(probs.argmax(1) == expected.argmax(1)) >= 0.99
     np.testing.assert_allclose(probs, expected, atol=1e-4)
+    exported = automodel.load(done.path.parent)  # the export folder: ONNX Runtime in this process
+    assert exported.classes == classes
+    np.testing.assert_allclose(exported.predict(files[:20]).probabilities, expected[:20], atol=1e-4)
     assert not _component_code_loaded()
 
 

@@ -5,7 +5,8 @@
 predict decodes the images here with the data layer's rules and runs the best model in a
 harness job in predict mode; export traces preprocessing, model and softmax into an ONNX or
 TorchScript file in a job in export mode and writes ``model.json`` and ``model_card.md`` beside
-it. :func:`load` wraps a run as an object with ``predict(images)`` (``automodel.load``).
+it. :func:`load` wraps a run as an object with ``predict(images)`` (``automodel.load``), or an
+export folder as an in-process ONNX Runtime / TorchScript classifier with the same method.
 :func:`to_model_input` makes the uint8 batch an exported model takes from image files.
 """
 
@@ -18,12 +19,13 @@ from automodel.deploy._images import (
     find_images,
     to_model_input,
 )
-from automodel.deploy._load import LoadedModel, load
+from automodel.deploy._load import ExportedClassifier, LoadedModel, load
 from automodel.deploy._predict import Predictions, predict_images, run_prediction_job
 from automodel.deploy._run import DeployError, TrainedRun
 
 __all__ = [
     "DeployError",
+    "ExportedClassifier",
     "ExportedModel",
     "ImageBatch",
     "ImageInput",
