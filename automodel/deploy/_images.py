@@ -21,7 +21,7 @@ from PIL import Image
 
 from automodel.data import IMAGE_EXTENSIONS, decode_array, decode_file, is_image_name
 
-__all__ = ["ImageBatch", "ImageInput", "Skipped", "decode_images", "find_images", "to_model_input"]
+__all__ = ["ImageBatch", "ImageInput", "Skipped", "decode_images", "expand_inputs", "find_images", "to_model_input"]
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +79,24 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
         else:
             skipped.append(Skipped(str(path), "missing", "no such file or folder"))
     return files, skipped
+
+
+def expand_inputs(given: Sequence[ImageInput]) -> tuple[list[ImageInput], list[str], list[Skipped]]:
+    """Items to decode, their names, and skips: paths through :func:`find_images` (a folder expands in
+    place, input order is kept), arrays and PIL images as they are (named ``#<position>``)."""
+    items: list[ImageInput] = []
+    names: list[str] = []
+    skipped: list[Skipped] = []
+    for i, item in enumerate(given):
+        if isinstance(item, (str, os.PathLike)):
+            files, not_images = find_images([item])
+            items += files
+            names += [str(f) for f in files]
+            skipped += not_images
+        else:
+            items.append(item)
+            names.append(f"#{i}")
+    return items, names, skipped
 
 
 def _array_of(image: np.ndarray | Image.Image) -> np.ndarray:

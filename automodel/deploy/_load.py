@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from automodel.deploy._export import ExportedModel, export_model, read_spec
-from automodel.deploy._images import ImageInput, Skipped, decode_images, find_images
+from automodel.deploy._images import ImageInput, decode_images, expand_inputs
 from automodel.deploy._predict import Predictions, predict_images
 from automodel.deploy._run import DeployError, TrainedRun
 from automodel.executors import Executor
@@ -116,18 +115,7 @@ class ExportedClassifier:
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, batch_size: int = 256) -> Predictions:
         """Class probabilities for ``images`` (files, uint8 arrays or PIL images; folders are expanded)."""
         many = images if isinstance(images, Sequence) and not isinstance(images, (str, bytes)) else [images]
-        items: list[ImageInput] = []
-        names: list[str] = []
-        skipped: list[Skipped] = []
-        for i, item in enumerate(many):
-            if isinstance(item, (str, os.PathLike)):
-                files, missing = find_images([item])
-                items += files
-                names += [str(f) for f in files]
-                skipped += missing
-            else:
-                items.append(item)
-                names.append(f"#{i}")
+        items, names, skipped = expand_inputs(list(many))
         inp = self.spec["input"]
         kept: list[str] = []
         parts: list[np.ndarray] = []

@@ -22,7 +22,7 @@ import numpy as np
 import structlog
 
 from automodel._io import atomic_open, atomic_write_json
-from automodel.deploy._images import ImageBatch, ImageInput, Skipped, decode_images, find_images
+from automodel.deploy._images import ImageBatch, ImageInput, Skipped, decode_images, expand_inputs
 from automodel.deploy._run import DeployError, TrainedRun
 from automodel.executors import ExecutionResult, Executor
 
@@ -185,18 +185,7 @@ def predict_images(
     """
     trained = run if isinstance(run, TrainedRun) else TrainedRun.open(run)
     given = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    items: list[ImageInput] = []
-    names: list[str] = []
-    skipped: list[Skipped] = []
-    for i, item in enumerate(given):  # input order kept; a folder expands in place
-        if isinstance(item, (str, os.PathLike)):
-            files, not_images = find_images([item])
-            items += files
-            names += [str(f) for f in files]
-            skipped += not_images
-        else:
-            items.append(item)
-            names.append(f"#{i}")
+    items, names, skipped = expand_inputs(given)
     if not items:
         shown = "; ".join(str(s) for s in skipped[:10])
         raise DeployError(f"no images to predict{': ' + shown if shown else ''}. Pass image files, folders of "
