@@ -124,6 +124,9 @@ def test_load_predicts_files_arrays_and_pil_images_in_a_job(run_dir, test_images
     np.testing.assert_allclose(preds.probabilities, expected[:3], atol=1e-5)
     assert preds.labels == [classes[int(i)] for i in expected[:3].argmax(1)]
     assert preds.top_k(2)[0][0] == (preds.labels[0], pytest.approx(preds.confidences[0]))
+    header, rows = preds.table(top_k=2)
+    assert header == ["file", "label", "confidence", "label_1", "prob_1", "label_2", "prob_2"]
+    assert rows[1][0] == "#2" and rows[1][3] == preds.labels[1]
     assert not _component_code_loaded()
 
 
