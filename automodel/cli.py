@@ -14,6 +14,8 @@ from rich.console import Console
 __all__ = ["build_parser", "main"]
 
 console = Console(highlight=False)
+_TABLE_ROWS = 50
+"""`automodel predict` without --out prints at most this many rows."""
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)build report.md and report.html of a run directory")
     rep.add_argument("run", type=Path, help="the run directory (--out of `automodel run`), finished or not")
+
+    pred = sub.add_parser("predict", help="predict images with the best model of a run (in an executor job)")
+    pred.add_argument("run", type=Path, help="the run directory (--out of `automodel run`), finished or not")
+    pred.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    pred.add_argument("--out", "--csv", dest="out", type=Path, default=None,
+                      help="write the predictions as CSV here (default: print a table)")
+    pred.add_argument("--top-k", type=int, default=None,
+                      help="the K best classes per image instead of one probability column per class")
+    pred.add_argument("--device", default=None, help="default: the device the run trained on")
+    _add_executor_arg(pred)
+
+    exp = sub.add_parser("export", help="export the best model of a run to ONNX or TorchScript, with a model card")
+    exp.add_argument("run", type=Path, help="the run directory (--out of `automodel run`), finished or not")
+    exp.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
+    exp.add_argument("--out", type=Path, default=None, help="folder for the model, model.json and model_card.md "
+                     "(default RUN/export)")
+    exp.add_argument("--device", default=None, help="default: the device the run trained on")
+    _add_executor_arg(exp)
     return parser
 
 
@@ -183,6 +203,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from automodel._console import EventPrinter
+    from automodel.deploy import predict_images
+
+    preds = predict_images(args.run, args.images, executor=args.executor, device=args.device,
+                           on_event=EventPrinter(console))
+    from rich.markup import escape
+
+    for skip in preds.skipped:
+        console.print(f"[yellow]skipped[/] {escape(str(skip))}")
+    if args.out is not None:
+        preds.to_csv(args.out, top_k=args.top_k)
+        console.print(f"[bold green]{len(preds)} image(s) predicted[/], {len(preds.skipped)} skipped: {args.out}")
+        return 0
+    from rich.table import Table
+
+    header, rows = preds.table(args.top_k or min(3, len(preds.classes)))
+    table = Table(*(escape(h) for h in header))
+    for row in rows[:_TABLE_ROWS]:
+        table.add_row(*(escape(c) for c in row))
+    console.print(table)
+    more = f" (the first {_TABLE_ROWS} shown; --out FILE.csv writes all)" if len(rows) > _TABLE_ROWS else ""
+    console.print(f"{len(preds)} image(s) predicted{more}, {len(preds.skipped)} skipped")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from automodel._console import EventPrinter
+    from automodel.deploy import export_model
+
+    done = export_model(args.run, args.fmt, out=args.out, executor=args.executor, device=args.device,
+                        on_event=EventPrinter(console))
+    console.print(f"[bold green]exported[/] {done.path} ({done.path.stat().st_size / 1e6:.1f} MB); "
+                  f"model card: {done.card_path}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from automodel._console import make_display
     from automodel._logs import configure_logging
@@ -233,19 +290,21 @@ def main(argv: list[str] | None = None) -> int:
     from automodel._logs import configure_logging
     from automodel.config import ConfigError
     from automodel.data import DataError
+    from automodel.deploy import DeployError
     from automodel.executors import ExecutorError
     from automodel.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     configure_logging()
     handlers = {"run": cmd_run, "train-once": cmd_train_once, "validate": cmd_validate, "profile": cmd_profile,
-                "report": cmd_report}
+                "report": cmd_report, "predict": cmd_predict, "export": cmd_export}
     try:
         return handlers[args.command](args)
     except DataError as exc:
         console.print(f"[bold red]data error:[/] {exc}")
         return 2
-    except (ConfigError, ExecutorError, SettingsError, FileExistsError, FileNotFoundError, DiskFullError) as exc:
+    except (ConfigError, DeployError, ExecutorError, SettingsError, FileExistsError, FileNotFoundError,
+            DiskFullError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except (OSError, RuntimeError) as exc:

@@ -10,7 +10,7 @@ raise :class:`DataError`.
 
 from automodel.data import _demo, _imagefolder, _kaggle, _torchvision  # noqa: F401  (register sources)
 from automodel.data._collect import choose_stored_size
-from automodel.data._decode import IMAGE_EXTENSIONS, MAX_PIXELS, decode_file, is_image_name
+from automodel.data._decode import IMAGE_EXTENSIONS, MAX_PIXELS, decode_array, decode_file, is_image_name
 from automodel.data._demo import DemoDataset, write_digits_demo
 from automodel.data._errors import DataError, SkipReport
 from automodel.data._prepare import (
@@ -55,6 +55,7 @@ __all__ = [
     "build_profile",
     "cache_dir",
     "choose_stored_size",
+    "decode_array",
     "decode_file",
     "is_image_name",
     "list_sources",

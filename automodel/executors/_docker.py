@@ -29,8 +29,6 @@ from typing import IO, Any
 
 import structlog
 
-import automodel
-
 from ._base import EventCallback, Executor, LineCallback, register_executor
 from ._models import ComponentError, ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutorError
 from ._output import OutputReader, crash_error, read_component_error, read_json_dict
@@ -41,6 +39,9 @@ __all__ = ["DEFAULT_IMAGE", "DockerExecutor", "docker_problem", "import_local_im
 
 DEFAULT_IMAGE = "automodel-local:latest"
 log = structlog.get_logger(__name__)
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The ``automodel`` package folder (found without importing the package root, which would be a cycle)."""
 
 
 def _client(timeout_s: float = 10.0) -> Any:
@@ -194,7 +195,7 @@ class DockerExecutor(Executor):
         env.update(request.env)
         env.update({"PYTHONUNBUFFERED": "1", "HOME": str(job_dir), "TMPDIR": "/tmp"})
         if self.host_mounts:
-            env["PYTHONPATH"] = str(Path(automodel.__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = str(_PACKAGE_DIR.parent)
             env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
         return env
 

@@ -12,8 +12,9 @@ every path in ``job.json`` is relative to it::
     init.pt             train mode with a warm start: the incumbent's weights
     data/               meta.json, train_x.npy, train_y.npy, val_x.npy   (train mode)
                         meta.json, test_x.npy (or val_x.npy)             (predict mode)
+                        meta.json                                        (export mode)
     weights/            local pretrained weight files, when the run has any
-    checkpoint.pt       predict mode: the weights to load
+    checkpoint.pt       predict and export mode: the weights to load
     out/                what the harness writes (see the names below)
     result.json         the harness's own report (untrusted), or error.json
 
@@ -39,6 +40,7 @@ __all__ = [
     "ERROR_EXIT_CODE",
     "ERROR_FILE",
     "EVENT_PREFIX",
+    "EXPORT_FORMATS",
     "GUARD_ENV",
     "INFEASIBLE_ERROR_TYPE",
     "JOB_FILE",
@@ -49,6 +51,7 @@ __all__ = [
     "HarnessJob",
     "checkpoint_name",
     "emit",
+    "export_name",
     "parse_event",
     "parse_val_name",
     "predictions_name",
@@ -92,6 +95,17 @@ def checkpoint_name(epoch: int, variant: str) -> str:
     return f"ckpt_e{epoch}_{variant}.pt"
 
 
+EXPORT_FORMATS = ("onnx", "torchscript")
+"""Formats an export job writes (see :func:`export_name`)."""
+
+
+def export_name(fmt: str) -> str:
+    """File (in ``out/``) of an export job's model in format ``fmt`` (``onnx`` or ``torchscript``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    return "model.onnx" if fmt == "onnx" else "model.pt"
+
+
 def predictions_name(split: str) -> str:
     """File (in ``out/``) of a predict job's log-probabilities for ``split``."""
     return f"{split}_predictions.npy"
@@ -113,9 +127,13 @@ class HarnessJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["train", "predict", "features"] = "train"
+    mode: Literal["train", "predict", "features", "export"] = "train"
     """``features``: trusted code only (no component is imported) extracts pretrained features into
-    ``out/features/``; the orchestrator moves them into the run's feature cache."""
+    ``out/features/``; the orchestrator moves them into the run's feature cache. ``export``: the
+    components and ``checkpoint.pt`` become one traced model file in ``out/`` (:func:`export_name`),
+    preprocessing included; the job holds no images."""
+    export_format: Literal["onnx", "torchscript"] = "onnx"
+    """Export mode: the format to write."""
     split: Literal["val", "test"] = "test"
     """Predict mode: which images ``data/`` holds and the harness predicts."""
     time_budget_s: float = Field(60.0, gt=0)

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import structlog
 
-import automodel
-
 from ._base import register_executor
 from ._local import LocalExecutor
 from ._models import ExecutionRequest, ExecutorError
@@ -32,6 +30,9 @@ from ._procs import end_tree, tree_pids, tree_rss_mb
 __all__ = ["SandboxExecutor", "bwrap_problem"]
 
 log = structlog.get_logger(__name__)
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The ``automodel`` package folder (found without importing the package root, which would be a cycle)."""
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_ENTRIES = (
@@ -90,7 +91,7 @@ def python_paths() -> list[Path]:
         if with_key:
             paths.add(Path(with_key))
     paths.add(Path(sys.executable).resolve().parent)
-    paths.add(Path(automodel.__file__).resolve().parent)
+    paths.add(_PACKAGE_DIR)
     return sorted(p for p in paths if p.exists())
 
 
@@ -160,7 +161,7 @@ class SandboxExecutor(LocalExecutor):
         env.update(request.env)
         env.update({"PYTHONUNBUFFERED": "1", "HOME": str(job_dir), "TMPDIR": "/tmp",
                     "PATH": "/usr/local/bin:/usr/bin:/bin",
-                    "PYTHONPATH": str(Path(automodel.__file__).resolve().parent.parent)})
+                    "PYTHONPATH": str(_PACKAGE_DIR.parent)})
         for key, value in env.items():
             args += ["--setenv", key, value]
         args += ["--chdir", str(cwd), "--", *request.argv]

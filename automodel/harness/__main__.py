@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports after argument parsing so `--help` stays fast.
     import torch
 
+    from automodel.harness._export import export
     from automodel.harness._guard import install_guard
     from automodel.harness._job import JobData
     from automodel.harness._loader import ComponentFailure, load_components
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(components))
         modules, files = load_components(components)
         emit("start", mode=job.mode)
-        result = (train if job.mode == "train" else predict)(job, job_dir, modules, files, data)
+        result = {"train": train, "predict": predict, "export": export}[job.mode](job, job_dir, modules, files, data)
     except Infeasible as exc:
         write_json_atomic(job_dir / ERROR_FILE, {
             "component": "model", "error_type": INFEASIBLE_ERROR_TYPE, "message": str(exc), "traceback": "",

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from automodel._io import atomic_open
 from automodel.data import PreparedData
 from automodel.executors import (
     COMPONENTS_DIR,
@@ -39,6 +41,7 @@ from automodel.executors import (
     Executor,
     HarnessJob,
     ValidationScorer,
+    export_name,
     predictions_name,
     read_predictions,
     resolve_executor,
@@ -382,6 +385,43 @@ class CandidateRunner:
             raise PredictionError(result)
         return np.load(workdir / f"{split}_log_probs.npy", allow_pickle=False)
 
+    # -- export ----------------------------------------------------------------------------------
+
+    def export(
+        self,
+        components_dir: Path,
+        checkpoint: Path,
+        workdir: Path,
+        *,
+        fmt: str = "onnx",
+        timeout_s: float = 600.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ExecutionResult:
+        """Trace a trained candidate with its preprocessing into one model file, in a job.
+
+        The job sees the components, the checkpoint, the weight files and the dataset's metadata
+        (no images, no labels). On success the file is copied out of the job into ``workdir``
+        (``workdir / export_name(fmt)``, a regular file, never a link) and ``result.result`` is the
+        harness's report (input and output description, its own check of the file).
+        """
+        name = export_name(fmt)
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / name).unlink(missing_ok=True)
+        job = self._job(1.0, mode="export", export_format=fmt)
+        job_dir, readonly = self._prepare(Path(components_dir), workdir, job, [], checkpoint=Path(checkpoint))
+        request = self._request(workdir, job_dir, readonly, timeout_s)
+        try:
+            result = self.executor.run(request, on_event=on_event)
+            if result.ok and not _copy_out(job_dir / OUT_DIR, name, workdir / name):
+                error = ComponentError(component="harness", error_type="NoExport",
+                                       message=f"The export job finished without a regular file out/{name}.")
+                result = result.model_copy(update={"status": "crashed", "error": error})
+        finally:
+            self._clean(job_dir)
+            shutil.rmtree(job_dir / OUT_DIR, ignore_errors=True)
+        return result
+
     # -- features --------------------------------------------------------------------------------
 
     def extract_features(
@@ -458,6 +498,30 @@ class CandidateRunner:
             if not result.ok:
                 break
         return spec, done
+
+
+_MAX_EXPORT_BYTES = 8 * 1024**3
+
+
+def _copy_out(out_dir: Path, name: str, dst: Path) -> bool:
+    """Copy the regular file ``out_dir/name`` (links refused, size capped) to ``dst``; whether it was there."""
+    try:
+        dir_fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_EXPORT_BYTES or st.st_size == 0:
+            return False
+        with atomic_open(dst, "wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+    return True
 
 
 def declared_features(data_py: Path) -> str | None:

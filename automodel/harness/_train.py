@@ -163,7 +163,7 @@ class Candidate:
             self.train = Split.from_arrays(x, y)
             counts = np.bincount(np.asarray(y), minlength=self.num_classes)
             self.class_counts = tuple(int(c) for c in counts)
-        else:  # a predict job holds no training data: the specs describe it from the metadata
+        else:  # a predict or export job holds no training data: the specs describe it from the metadata
             self.train = Split.from_arrays(np.zeros((int(self.meta.counts.get("train", 0)), 1, 1, 1), np.uint8), None)
             self.class_counts = tuple(int(c) for c in self.meta.class_counts.get("train", []))
         spec = DataSpec(
@@ -190,6 +190,10 @@ class Candidate:
                 if job.mode == "train":
                     self.train = self.feature_split("train", data.arrays("train")[1])
                     feature_dim = int(self.train.x.shape[1])
+                elif job.mode == "export":  # an export job holds no features: the backbone says its width
+                    from automodel.features import BACKBONES, parse_feature_key
+
+                    feature_dim = BACKBONES[parse_feature_key(str(recipe.features))[0]].dim
                 else:  # a predict job has the features of its split only
                     feature_dim = int(self.feature_split(job.split, None).x.shape[1])
         mspec = ModelSpec(
@@ -496,18 +500,26 @@ def train(
     }
 
 
-def predict(
+def trained_candidate(
     job: HarnessJob, job_dir: Path, modules: dict[str, ModuleType], files: dict[str, Path], data: JobData
-) -> dict[str, Any]:
-    """Write class log-probabilities for ``job.split`` with ``checkpoint.pt``; no labels are in this job."""
+) -> Candidate:
+    """The components built and the job's ``checkpoint.pt`` loaded (predict and export modes)."""
     checkpoint = job_dir / "checkpoint.pt"
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"predict mode needs checkpoint.pt in the job directory {job_dir}")
+        raise FileNotFoundError(f"{job.mode} mode needs checkpoint.pt in the job directory {job_dir}")
     cand = Candidate(job, modules, files, data)
     state = torch.load(checkpoint, map_location=cand.device, weights_only=True)
     state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
     with owned_by("model", files):
         cand.model.load_state_dict(state)
+    return cand
+
+
+def predict(
+    job: HarnessJob, job_dir: Path, modules: dict[str, ModuleType], files: dict[str, Path], data: JobData
+) -> dict[str, Any]:
+    """Write class log-probabilities for ``job.split`` with ``checkpoint.pt``; no labels are in this job."""
+    cand = trained_candidate(job, job_dir, modules, files, data)
     images = cand.split(data, job.split)
     probs, _ = evaluate(cand.model, images, cand.recipe, cand.device, cand.num_classes, False)
     _save_predictions(probs, job_dir / OUT_DIR / predictions_name(job.split))
