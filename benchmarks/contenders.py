@@ -49,7 +49,7 @@ NAIVE_DIR = Path(__file__).resolve().parent / "naive"
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("automodel", "reference", "finetune", "probe", "naive", "optuna", "optuna-tpe")
 ABLATIONS = ("automodel+description", "automodel-no-flip-check", "automodel+description-no-flip-check",
-             "automodel-no-zero-shot", "automodel-paper")
+             "automodel-no-zero-shot", "automodel-paper", "automodel-k2")
 FINETUNE_KNOBS: dict[str, dict[str, Any]] = {
     "data": {"INPUT_SIZE": 128, "AUGMENT": "rrc", "BATCH_SIZE": 32},
     "model": {"ARCH": "efficientnet_lite0", "PRETRAINED": True, "DROPOUT": 0.2},
@@ -177,6 +177,8 @@ def _automodel_flags(contender: str, ds: BenchDataset) -> list[str]:
         flags.append("--no-zero-shot")
     if contender.endswith("-paper"):
         flags += ["--strategy", "paper"]
+    if contender.endswith("-k2"):
+        flags += ["--parallel", "2"]  # two candidates at once, one thread each (issue 14's K=1 vs K=2)
     return flags
 
 

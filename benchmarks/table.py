@@ -19,7 +19,7 @@ __all__ = ["BASELINES", "aggregate", "load_records", "write_table"]
 
 ORDER = ("automodel", "reference", "finetune", "probe", "naive", "optuna", "optuna-tpe", "automodel+description",
          "automodel-no-flip-check", "automodel+description-no-flip-check", "automodel-no-zero-shot",
-         "automodel-paper")
+         "automodel-paper", "automodel-k2")
 BASELINES = ("reference", "finetune", "probe", "naive", "optuna", "optuna-tpe")
 """The contenders the strongest baseline is chosen from (AutoModel and its ablations are not baselines)."""
 ABLATION_ROWS = ("automodel", "automodel+description", "automodel-no-flip-check", "automodel+description-no-flip-check")
