@@ -124,6 +124,9 @@ class RunReport(BaseModel):
     epochs: list[dict[str, float | int | None]] = Field(default_factory=list)
     """Per-epoch train_loss, val_loss, val_accuracy, lr, seconds."""
     per_class_val_accuracy: list[float | None] = Field(default_factory=list)
+    confused_pairs: list[dict[str, float | int]] = Field(default_factory=list)
+    """The (at most 5) class pairs with the most validation errors between them, scored by the
+    orchestrator: ``a``, ``b``, ``errors``, ``share`` of all errors, ``a_as_b``, ``b_as_a``, ``images``."""
     stopped_by_budget: bool = False
     seconds: float = 0.0
     images_per_s: float = 0.0

@@ -43,11 +43,19 @@ from ._protocol import (
 )
 from ._ray import RayExecutor, ray_options
 from ._sandbox import SandboxExecutor, bwrap_problem, python_paths
-from ._scorer import EpochScore, ValidationScorer, read_predictions, score_log_probs
+from ._scorer import (
+    CONFUSED_PAIRS_TOP,
+    EpochScore,
+    ValidationScorer,
+    confused_pairs,
+    read_predictions,
+    score_log_probs,
+)
 from ._select import DEFAULT_EXECUTOR, resolve_executor
 
 __all__ = [
     "COMPONENTS_DIR",
+    "CONFUSED_PAIRS_TOP",
     "DATA_DIR",
     "DEFAULT_EXECUTOR",
     "DEFAULT_IMAGE",
@@ -84,6 +92,7 @@ __all__ = [
     "bwrap_problem",
     "candidate_gpus",
     "checkpoint_name",
+    "confused_pairs",
     "create_executor",
     "docker_problem",
     "emit",

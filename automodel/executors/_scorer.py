@@ -27,13 +27,15 @@ import structlog
 
 from ._protocol import checkpoint_name, parse_val_name
 
-__all__ = ["EpochScore", "ValidationScorer", "read_predictions", "score_log_probs"]
+__all__ = ["CONFUSED_PAIRS_TOP", "EpochScore", "ValidationScorer", "confused_pairs", "read_predictions", "score_log_probs"]
 
 log = structlog.get_logger(__name__)
 
 _VARIANT_ORDER = {"ema": 0, "raw": 1}
 _REPORTED_NUMBERS = ("train_seconds", "total_seconds", "images_per_s", "est_step_s", "params", "input_size",
                      "batch_size", "epochs_planned", "warm_start_tensors")
+CONFUSED_PAIRS_TOP = 5
+"""How many of the most confused class pairs a score keeps."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class EpochScore:
     accuracy: float
     loss: float
     per_class: tuple[float | None, ...]
+    confused: tuple[dict[str, float | int], ...] = ()
+    """The most confused class pairs (see :func:`confused_pairs`)."""
 
 
 def _open_dir(path: Path) -> int:
@@ -75,16 +79,53 @@ def read_predictions(path: Path, rows: int, classes: int, *, dir_fd: int | None 
     return array if bool(np.isfinite(array).all()) else None
 
 
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))
+
+
 def score_log_probs(scores: np.ndarray, labels: np.ndarray, classes: int) -> tuple[float, float, list[float | None]]:
     """Accuracy, mean cross-entropy and per-class accuracy of ``scores`` (logits or log-probabilities)."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = _log_softmax(scores)
     pred = log_probs.argmax(axis=1)
     correct = pred == labels
     accuracy = float(correct.mean()) if len(labels) else 0.0
     loss = float(-log_probs[np.arange(len(labels)), labels].mean()) if len(labels) else math.nan
     per_class = [float(correct[labels == c].mean()) if (labels == c).any() else None for c in range(classes)]
     return accuracy, loss, per_class
+
+
+def confused_pairs(labels: np.ndarray, predicted: np.ndarray, *, top: int = CONFUSED_PAIRS_TOP
+                   ) -> list[dict[str, float | int]]:
+    """The ``top`` unordered class pairs with the most validation errors between them, most first.
+
+    Each pair is ``{"a", "b", "errors", "share", "a_as_b", "b_as_a", "images"}``: classes
+    ``a < b``; ``a_as_b`` images of class ``a`` predicted as ``b`` and ``b_as_a`` the other
+    way; ``errors`` their sum; ``share`` its fraction of all validation errors; ``images`` the
+    validation images of the two classes. Pairs without errors are left out (no errors: ``[]``).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    wrong = labels != predicted
+    total = int(wrong.sum())
+    if not total or top <= 0:
+        return []
+    size = int(max(labels.max(), predicted.max())) + 1
+    confusion = np.zeros((size, size), dtype=np.int64)
+    np.add.at(confusion, (labels[wrong], predicted[wrong]), 1)
+    counts = np.bincount(labels, minlength=size)
+    pairs = []
+    for a in range(size):
+        for b in range(a + 1, size):
+            errors = int(confusion[a, b] + confusion[b, a])
+            if errors:
+                pairs.append((-errors, a, b))
+    out: list[dict[str, float | int]] = []
+    for neg, a, b in sorted(pairs)[:top]:
+        out.append({"a": a, "b": b, "errors": -neg, "share": round(-neg / total, 4),
+                    "a_as_b": int(confusion[a, b]), "b_as_a": int(confusion[b, a]),
+                    "images": int(counts[a] + counts[b])})
+    return out
 
 
 class ValidationScorer:
@@ -140,7 +181,8 @@ class ValidationScorer:
                 log.warning("scorer_rejected_predictions", file=str(self.out_dir / name))
                 continue
             accuracy, loss, per_class = score_log_probs(array, self.labels, self.num_classes)
-            score = EpochScore(key[0], key[1], accuracy, loss, tuple(per_class))
+            confused = confused_pairs(self.labels, _log_softmax(array).argmax(axis=1))
+            score = EpochScore(key[0], key[1], accuracy, loss, tuple(per_class), tuple(confused))
             self.scores[key] = score
             new.append(score)
         return new
@@ -206,6 +248,7 @@ class ValidationScorer:
             "weights": best.variant,
             "val_loss": None if math.isnan(best.loss) else best.loss,
             "per_class_val_accuracy": list(best.per_class),
+            "confused_pairs": [dict(p) for p in best.confused],
             "epochs_run": len(history),
             "history": history,
             "stopped_by_budget": bool(report.get("stopped_by_budget")),

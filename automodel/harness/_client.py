@@ -55,7 +55,8 @@ FEATURES_SUBDIR = "features"
 """Feature sets in a job directory (``features/KEY/``); ``out/features/`` in a features job."""
 JOB_SUBDIR = "job"
 """The candidate's job directory inside the trusted ``workdir`` of a train or predict call."""
-_TRUSTED_KEYS = frozenset({"val_accuracy", "val_loss", "best_val_accuracy", "per_class_val_accuracy", "weights"})
+_TRUSTED_KEYS = frozenset({"val_accuracy", "val_loss", "best_val_accuracy", "per_class_val_accuracy", "confused_pairs",
+                           "weights"})
 
 
 def copy_components(src: Path, dst: Path) -> None:

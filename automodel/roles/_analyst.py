@@ -65,6 +65,7 @@ def best_report(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
         "epochs": metrics.get("history", []),
         "stopped_by_budget": metrics.get("stopped_by_budget", False),
         "per_class_val_accuracy": metrics.get("per_class_val_accuracy") or [],
+        "confused_pairs": metrics.get("confused_pairs") or [],
         "images_per_s": metrics.get("images_per_s"),
     }
 

@@ -302,8 +302,10 @@ class ExecutorAgent(RoleAgent):
             improved = best_before is None or val > best_before
             final_status: AttemptStatus = "improved" if improved else "discarded"
             best_after = val if improved else best_before
+            confused = list(metrics.get("confused_pairs") or [])
             store.record(Attempt(status=final_status, val_accuracy=val, best_val_accuracy=best_after,
-                                 train_s=float(metrics.get("train_seconds") or 0.0), **common))
+                                 train_s=float(metrics.get("train_seconds") or 0.0), confused_pairs=confused,
+                                 **common))
             if improved:
                 store.promote(cand.iteration)
             else:
@@ -314,7 +316,7 @@ class ExecutorAgent(RoleAgent):
                 val_accuracy=val, best_val_accuracy=best_after,
                 epochs=[{k: e.get(k) for k in ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds")}
                         for e in metrics.get("history", [])],
-                per_class_val_accuracy=metrics.get("per_class_val_accuracy") or [],
+                per_class_val_accuracy=metrics.get("per_class_val_accuracy") or [], confused_pairs=confused,
                 stopped_by_budget=bool(metrics.get("stopped_by_budget")), seconds=round(seconds, 1),
                 images_per_s=float(metrics.get("images_per_s", 0.0)), fidelity=cand.fidelity,
                 budget_s=round(cand.budget, 1), warm_start=cand.warm, features=cand.features,

@@ -84,6 +84,8 @@ class Attempt(BaseModel):
     extract_s: float = 0.0
     """Seconds spent extracting pretrained features for this attempt (a one-time cost per feature set)."""
     features: str | None = None
+    confused_pairs: list[dict[str, float | int]] = Field(default_factory=list)
+    """The class pairs with the most validation errors between them (trusted scorer; see ``RunReport``)."""
     authors: dict[str, str] = Field(default_factory=dict)
     """Component -> who wrote its code in this attempt (backend and model, offline expert, reference)."""
     started: float | None = None
