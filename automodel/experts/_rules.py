@@ -40,6 +40,41 @@ def flips_change_label(ctx: dict[str, Any]) -> bool:
     return bool(ORIENTATION_WORDS.search(ctx.get("description", "") or "")) or rate > FLIP_THRESHOLD
 
 
+MIRROR_PAIR_RATE = 0.2
+"""A pair counts as mirror-like when at least this fraction of its two classes' validation images
+are predicted as the other one (a model that cannot tell two classes apart errs on up to half)."""
+MIRROR_PAIR_SHARE = 0.5
+"""The mirror-like pairs must hold at least this share of all validation errors."""
+
+
+def mirror_pair_confusion(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The confused pairs of ``report`` that look like mirror images under flips, or ``[]``.
+
+    Training with horizontal flips on classes that are each other's mirror image shows each
+    image under both labels, so the model can at best guess between the two: errors run both
+    ways and make up a large part of the pair's images. A pair qualifies when each direction
+    holds at least a quarter of its errors and its errors are at least ``MIRROR_PAIR_RATE`` of
+    its images (at least 4 errors). The list is returned only when the qualifying pairs hold
+    ``MIRROR_PAIR_SHARE`` of all validation errors and share no class (an image has one mirror
+    image: a class confused both ways with two others is a cluster of look-alikes, not a mirror
+    pair). Confusion spread over many classes, or one class absorbing another, does not qualify.
+    """
+    pairs: list[dict[str, Any]] = []
+    share = 0.0
+    for p in report.get("confused_pairs") or []:
+        try:
+            errors, a_as_b, b_as_a = int(p["errors"]), int(p["a_as_b"]), int(p["b_as_a"])
+            images, pair_share = int(p["images"]), float(p["share"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        two_way = min(a_as_b, b_as_a) >= 0.25 * errors
+        if errors >= 4 and two_way and images and errors >= MIRROR_PAIR_RATE * images:
+            pairs.append(p)
+            share += pair_share
+    classes = [c for p in pairs for c in (p["a"], p["b"])]
+    return pairs if share >= MIRROR_PAIR_SHARE and len(set(classes)) == len(classes) else []
+
+
 def feature_images(profile: dict[str, Any]) -> int:
     """Images a feature extraction passes through: train twice (plain and mirrored), val and test once."""
     sizes = profile.get("split_sizes") or {}
@@ -282,6 +317,17 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
                 "Mirrored images look like other classes (or the description says orientation matters), "
                 "yet training flips them: the augmentation teaches wrong labels.",
                 "stop horizontal flips", "several points, more on mirror-paired classes")
+    elif d.get("HFLIP", True) and (mirror := mirror_pair_confusion(report)):
+        # From the results alone (the flip check may be off): the errors are two-way confusions within pairs.
+        named = ". ".join(f"Classes {p['a']} and {p['b']} are confused with each other: {p['errors']} errors "
+                          f"({p['a_as_b']} one way, {p['b_as_a']} the other) among their {p['images']} images"
+                          for p in mirror)
+        errors = sum(int(p["errors"]) for p in mirror)
+        share = sum(float(p["share"]) for p in mirror)
+        propose("data_engineer", {"HFLIP": False},
+                f"{named}. Together {errors} of the {round(errors / share)} validation errors. If these pairs are "
+                "mirror images of each other, horizontal flips show each image under both labels and teach wrong labels.",
+                "stop horizontal flips", "the mirror-paired classes become separable: up to their whole share of errors")
     under = len(va) <= 2 or bool(report.get("stopped_by_budget")) or (len(va) >= 2 and va[-1] >= max(va) - 1e-9)
     budget_bound = under
     if under and len(va) < 6:
