@@ -73,10 +73,11 @@ def test_the_scorer_writes_the_best_epochs_confused_pairs_into_the_trusted_metri
 
 
 def _analyse(report: dict[str, Any], *, hflip: bool = True, description: str = "", flip_rate: float = 0.0,
-             tried: tuple[str, ...] = ()) -> dict[str, Any]:
+             tried: tuple[str, ...] = (), features: str = "") -> dict[str, Any]:
+    data: dict[str, Any] = {"HFLIP": hflip, **({"FEATURES": features} if features else {})}
     return _rules.analyst({
         "best_report": report, "last_report": report, "tried": list(tried), "description": description,
-        "best_knobs": {"data": {"HFLIP": hflip}, "model": {"ARCH": "small_cnn", "WIDTH": 32}, "training": {"LR": 3e-3}},
+        "best_knobs": {"data": data, "model": {"ARCH": "small_cnn", "WIDTH": 32}, "training": {"LR": 3e-3}},
         "profile": {"num_classes": 8, "hflip_change_rate": flip_rate}, "environment": CPU_ENV,
     })
 
@@ -92,10 +93,14 @@ def test_analyst_turns_flips_off_from_two_way_pair_confusion_with_the_flip_check
     assert "Classes 0 and 4 are confused with each other: 14 errors" in fb["diagnosis"]
     assert "Classes 3 and 7" in fb["diagnosis"] and "Together 26 of the 28 validation errors" in fb["diagnosis"]
     assert "mirror images" in fb["diagnosis"]
+    # A head on cached features trains on mirrored features too: the same rule applies there.
+    assert _analyse(_report(_mirror_confusion()), features="efficientnet_lite0@224")["knobs"] == {"HFLIP": False}
     # Flips already off, or the change already tried: never proposed (again).
     assert _analyse(_report(_mirror_confusion()), hflip=False)["knobs"] != {"HFLIP": False}
     tried = (change_key("data_engineer", {"HFLIP": False}),)
     assert _analyse(_report(_mirror_confusion()), tried=tried)["knobs"] != {"HFLIP": False}
+    features = _analyse(_report(_mirror_confusion()), tried=tried, features="efficientnet_lite0@224")
+    assert features["knobs"] != {"HFLIP": False}
 
 
 def test_analyst_leaves_flips_on_when_confusion_is_spread_out_or_one_way() -> None:

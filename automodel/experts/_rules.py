@@ -75,6 +75,24 @@ def mirror_pair_confusion(report: dict[str, Any]) -> list[dict[str, Any]]:
     return pairs if share >= MIRROR_PAIR_SHARE and len(set(classes)) == len(classes) else []
 
 
+def mirror_flip_feedback(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The Analyst's "stop horizontal flips" naming the pairs of :func:`mirror_pair_confusion`, or ``None``."""
+    mirror = mirror_pair_confusion(report)
+    if not mirror:
+        return None
+    named = ". ".join(f"Classes {p['a']} and {p['b']} are confused with each other: {p['errors']} errors "
+                      f"({p['a_as_b']} one way, {p['b_as_a']} the other) among their {p['images']} images"
+                      for p in mirror)
+    errors = sum(int(p["errors"]) for p in mirror)
+    share = sum(float(p["share"]) for p in mirror)
+    return {"target": "data_engineer", "knobs": {"HFLIP": False},
+            "diagnosis": f"{named}. Together {errors} of the {round(errors / share)} validation errors. If these "
+                         "pairs are mirror images of each other, horizontal flips show each image under both labels "
+                         "and teach wrong labels.",
+            "change": "stop horizontal flips",
+            "expected_effect": "the mirror-paired classes become separable: up to their whole share of errors"}
+
+
 def feature_images(profile: dict[str, Any]) -> int:
     """Images a feature extraction passes through: train twice (plain and mirrored), val and test once."""
     sizes = profile.get("split_sizes") or {}
@@ -298,7 +316,8 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
                 "expected_effect": "more epochs of the best recipe; the largest single gain left",
                 "knobs": {}, "fidelity": "final", "warm_start": True}
     if d.get("FEATURES"):
-        for prop in feature_proposals(ctx, d, m, t, va):
+        mirror = mirror_flip_feedback(report) if d.get("HFLIP", True) else None
+        for prop in ([mirror] if mirror else []) + feature_proposals(ctx, d, m, t, va):
             if change_key(prop["target"], prop["knobs"], prop.get("fidelity", "explore")) not in tried:
                 return prop
         return continue_training()
@@ -317,17 +336,9 @@ def analyst(ctx: dict[str, Any]) -> dict[str, Any]:
                 "Mirrored images look like other classes (or the description says orientation matters), "
                 "yet training flips them: the augmentation teaches wrong labels.",
                 "stop horizontal flips", "several points, more on mirror-paired classes")
-    elif d.get("HFLIP", True) and (mirror := mirror_pair_confusion(report)):
-        # From the results alone (the flip check may be off): the errors are two-way confusions within pairs.
-        named = ". ".join(f"Classes {p['a']} and {p['b']} are confused with each other: {p['errors']} errors "
-                          f"({p['a_as_b']} one way, {p['b_as_a']} the other) among their {p['images']} images"
-                          for p in mirror)
-        errors = sum(int(p["errors"]) for p in mirror)
-        share = sum(float(p["share"]) for p in mirror)
-        propose("data_engineer", {"HFLIP": False},
-                f"{named}. Together {errors} of the {round(errors / share)} validation errors. If these pairs are "
-                "mirror images of each other, horizontal flips show each image under both labels and teach wrong labels.",
-                "stop horizontal flips", "the mirror-paired classes become separable: up to their whole share of errors")
+    elif d.get("HFLIP", True) and (mirror := mirror_flip_feedback(report)):
+        # From the results alone (the flip check may be off): two-way confusion within class pairs.
+        propose(mirror["target"], mirror["knobs"], mirror["diagnosis"], mirror["change"], mirror["expected_effect"])
     under = len(va) <= 2 or bool(report.get("stopped_by_budget")) or (len(va) >= 2 and va[-1] >= max(va) - 1e-9)
     budget_bound = under
     if under and len(va) < 6:
