@@ -7,11 +7,14 @@ import errno
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from automodel.settings import RunSettings
+
+__all__ = ["build_parser", "main", "run_settings"]
 
 console = Console(highlight=False)
 _TABLE_ROWS = 50
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON event per line on stdout (human lines go to stderr)")
     run.add_argument("--no-zero-shot", action="store_true",
                      help="start from the reference recipe instead of the Architect's design (ablation)")
+    run.add_argument("--no-try-out", action="store_true",
+                     help="hand model-written code to the Executor untried (default: a model-backed role first "
+                     "smoke-tests its code in a job, and a crash there is fed back instead of costing an attempt)")
     _add_executor_arg(run)
 
     once = sub.add_parser("train-once", help="train and score one candidate (three component files)")
@@ -245,11 +251,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from automodel._logs import configure_logging
     from automodel.executors import resolve_executor
     from automodel.run import run_team
-    from automodel.settings import RunSettings
 
     if args.executor is not None:
         resolve_executor(args.executor)  # an explicit executor that cannot start here stops the run now
-    opts = RunSettings.build(
+    opts = run_settings(args)
+    run_id = configure_logging(run_dir=opts.out)
+    human = Console(highlight=False, stderr=True) if args.json else console
+    display = make_display("json" if args.json else "auto", human, run_id=run_id or "")
+    final = run_team(opts, console=human, display=display)
+    return 0 if final.get("best_val_accuracy") is not None else 1
+
+
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """The settings of ``automodel run`` from its parsed arguments (only what the user set; defaults in
+    :class:`~automodel.settings.RunSettings`)."""
+    from automodel.settings import RunSettings
+
+    return RunSettings.build(
         data=args.data,
         out=args.out or _default_out(args.data, "run"),
         description=args.description or None,
@@ -275,13 +293,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume or None,
         zero_shot=False if args.no_zero_shot else None,
         flip_check=False if args.no_flip_check else None,
+        try_out=False if args.no_try_out else None,
         executor=args.executor,
     )
-    run_id = configure_logging(run_dir=opts.out)
-    human = Console(highlight=False, stderr=True) if args.json else console
-    display = make_display("json" if args.json else "auto", human, run_id=run_id or "")
-    final = run_team(opts, console=human, display=display)
-    return 0 if final.get("best_val_accuracy") is not None else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from typing import Literal
 from autogen_agentchat.messages import StructuredMessage
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from automodel.settings import RunSettings
+
 __all__ = [
     "ENGINEER_OF",
     "AnalystFeedback",
@@ -88,7 +90,10 @@ class ExecutionError(BaseModel):
     lines: list[str] = Field(default_factory=list)
     traceback_tail: str = ""
     repair_attempt: int = 1
-    max_repairs: int = 2
+    max_repairs: int = Field(default=RunSettings.model_fields["max_repairs"].default, ge=0)
+    """Repairs the attempt may have: the run's ``max_repairs``, which the Executor sets (the default is that
+    setting's, defined once in :mod:`automodel.settings`). When repair ``max_repairs`` crashes too, the
+    speaker policy escalates the attempt to the Architect (:func:`automodel.team.escalation_speaker`)."""
     pending: int = Field(default=0, ge=0)
     """Results of the same round of parallel candidates the Executor has still to post."""
 

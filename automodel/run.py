@@ -27,7 +27,7 @@ from automodel.runtime import Run, forget_run, open_run
 from automodel.settings import RunSettings, SettingsError
 from automodel.store import RunStore
 from automodel.submission import preflight_run, write_submission
-from automodel.team import build_team, stop_reason_of, task_text
+from automodel.team import AutoModelTeam, build_team, stop_reason_of, task_text
 from automodel.workspace import Workspace, open_workspace
 
 __all__ = ["RunOptions", "RunSettings", "finalize", "prepare_run", "run_team", "run_team_async"]
@@ -137,11 +137,8 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
     display.start(store.root, run.record)
     run.on_event.append(display.on_event)
     run.session_start = time.time()
-    backends = run.backends()
     external = ExternalTermination()
-    team = build_team(store.root, make_clients(backends), external=external, pause_after_each_attempt=True,
-                      fallback_to_expert=backends.fallback_to_expert, max_retries=backends.max_retries,
-                      request_timeout_s=backends.request_timeout_s, backoff_s=backends.backoff_s)
+    team = _team(run, external)
     task: str | None = task_text(run.record)
     saved = store.load_team_state()
     if opts.resume and saved:
@@ -197,6 +194,16 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
     console.print(f"report: {store.root / 'report.html'} (and report.md)")
     display.finish(final)
     return final
+
+
+def _team(run: Run, external: ExternalTermination) -> AutoModelTeam:
+    """The team of ``automodel run``: the run's backends and retry policy (its config file), its
+    try-out setting, a pause after each attempt (to save the team state) and Ctrl-C as ``external``."""
+    backends = run.backends()
+    return build_team(run.store.root, make_clients(backends), external=external, pause_after_each_attempt=True,
+                      fallback_to_expert=backends.fallback_to_expert, max_retries=backends.max_retries,
+                      request_timeout_s=backends.request_timeout_s, backoff_s=backends.backoff_s,
+                      try_out=run.settings.try_out)
 
 
 def _tokens_used(store: RunStore) -> int:

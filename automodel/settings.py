@@ -73,6 +73,12 @@ class RunSettings(BaseModel):
     zero_shot: bool = True
     flip_check: bool = True
     """Let the roles use the data-driven mirrored-image check (off only for ablations)."""
+    try_out: bool = True
+    """Roles backed by a model try the code they write before handing it over: the harness's smoke test
+    alone, as an executor job (:mod:`automodel.roles._tryout`); a crash there is a ``failed_tryout`` fault
+    fed back to the model, not an attempt. False: their code goes to the Executor untried, and a crash
+    costs an attempt and a repair (``--no-try-out``). Code from the offline expert is never tried.
+    ``automodel run`` passes it to :func:`automodel.team.build_team` (``try_out=``)."""
 
     # Where candidates run.
     device: str = "auto"
