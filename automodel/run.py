@@ -187,7 +187,8 @@ async def run_team_async(opts: RunSettings, *, console: Console | None = None,
         display.stop()
     stop_text = reason.message if reason else "stopped"
     console.print(f"[bold]team stopped[/]: {stop_text}")
-    store.update_run(stop_reason=stop_text, stop_kind=reason.kind if reason else None)  # final.json reads it
+    # Through the run object: finalize reads its (cached) record, not run.json again.
+    open_run(store.root).update(stop_reason=stop_text, stop_kind=reason.kind if reason else None)
     final = await asyncio.to_thread(finalize, store, console=console)
     store.update_run(status="done" if not external.terminated else "stopped")
     write_report(store)

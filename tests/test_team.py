@@ -81,6 +81,8 @@ def test_offline_loop_on_digits_improves_and_writes_the_run_directory(demo_opts)
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "done" and run["backends"]["architect"] == "offline expert"
     assert "offline expert" in (out / "report.md").read_text()
+    # Why the team stopped reaches final.json (seen: null there while run.json had "exhausted").
+    assert run["stop_kind"] and final["budget_use"]["stop_kind"] == run["stop_kind"]
 
 
 def _design_reply() -> str:
