@@ -31,9 +31,9 @@ PAPER_ATTEMPTS = 7
 """Attempts the ``paper`` strategy divides the budget into when ``--iterations`` is not given."""
 
 FINALIZE_RESERVE_S = 10.0
+"""Seconds kept at the end for predicting and scoring the test split of the best candidate."""
 EXHAUSTED_REPEATS = 2
 """Unchanged final-phase retrains in a row without gain after which the run stops (kind "exhausted")."""
-"""Seconds kept at the end for predicting and scoring the test split of the best candidate."""
 
 
 class StopReason(BaseModel):
@@ -177,8 +177,13 @@ class BudgetPlan:
         }
 
 
-def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
-    """How a run spent its clock, per phase, from ``run.json`` and its history (for final.json and the report)."""
+def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapsed_s: float, *,
+               finalize_s: float | None = None) -> dict[str, Any]:
+    """How a run spent its clock, per phase, from ``run.json`` and its history (for final.json and the report).
+
+    ``elapsed_s`` is the run's clock when accounting closes (after the test split is scored, which
+    took ``finalize_s`` of it); the idle tail is the budget minus that clock.
+    """
     settings = record.get("settings") or {}
     total = float(settings.get("time_budget_s") or 0.0)
     spans: dict[str, list[tuple[float, float]]] = {"explore": [], "final": []}
@@ -201,6 +206,7 @@ def budget_use(record: dict[str, Any], history: Sequence[dict[str, Any]], elapse
         "final_s": round(by_phase["final"], 1),
         "final_attempts": count["final"],
         "elapsed_s": round(elapsed_s, 1),
+        "finalize_s": None if finalize_s is None else round(finalize_s, 1),
         "idle_tail_s": round(max(0.0, total - elapsed_s), 1),
         "idle_tail_share": round(max(0.0, total - elapsed_s) / total, 3) if total else None,
         "stop_kind": record.get("stop_kind"),  # "exhausted": the tail was left because nothing could gain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from automodel.budget import FINALIZE_RESERVE_S, BudgetPlan
+from automodel.budget import FINALIZE_RESERVE_S, BudgetPlan, budget_use
 from automodel.settings import RunSettings
 
 
@@ -109,3 +109,12 @@ def test_unchanged_retrains_without_gain_end_the_run_as_exhausted():
     assert plan.stop_reason(at_boundary=False, best=0.9, tokens_used=0) is None  # only at an attempt boundary
     reason = plan.stop_reason(at_boundary=True, best=0.9, tokens_used=0)
     assert reason is not None and reason.kind == "exhausted" and "600s left unused" in reason.message
+
+
+def test_budget_use_closes_the_clock_after_test_scoring():
+    record = {"settings": {"time_budget_s": 300.0, "strategy": "budgeted"}, "stop_kind": "time"}
+    history = [{"wall_s": 100.0, "fidelity": "explore"}, {"wall_s": 170.0, "fidelity": "final"}]
+    use = budget_use(record, history, elapsed_s=291.0, finalize_s=8.5)
+    assert use["explore_s"] == 100.0 and use["final_s"] == 170.0 and use["finalize_s"] == 8.5
+    assert use["idle_tail_s"] == 9.0 and use["idle_tail_share"] == 0.03 and use["stop_kind"] == "time"
+    assert budget_use(record, history, elapsed_s=310.0)["idle_tail_s"] == 0.0  # an overrun is no tail

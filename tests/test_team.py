@@ -83,6 +83,10 @@ def test_offline_loop_on_digits_improves_and_writes_the_run_directory(demo_opts)
     assert "offline expert" in (out / "report.md").read_text()
     # Why the team stopped reaches final.json (seen: null there while run.json had "exhausted").
     assert run["stop_kind"] and final["budget_use"]["stop_kind"] == run["stop_kind"]
+    # The clock closes after the test split is scored: the idle tail is what the user's clock shows.
+    use = final["budget_use"]
+    assert use["finalize_s"] is not None and 0 < use["finalize_s"] <= final["elapsed_s"] == use["elapsed_s"]
+    assert use["idle_tail_s"] == round(max(0.0, use["time_budget_s"] - use["elapsed_s"]), 1)
 
 
 def _design_reply() -> str:

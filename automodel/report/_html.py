@@ -73,7 +73,8 @@ def _overview(v: RunView) -> str:
         ("time", f"{final['elapsed_s']:.0f}s" if isinstance(final.get("elapsed_s"), (int, float)) else None),
         ("budget", describe_settings(v.run)),
         ("budget used", f"exploration {use.get('explore_s')}s ({use.get('explore_attempts')} attempts), final "
-         f"{use.get('final_s')}s ({use.get('final_attempts')}), idle tail {use.get('idle_tail_s')}s" if use else None),
+         f"{use.get('final_s')}s ({use.get('final_attempts')}), test scoring {use.get('finalize_s')}s, "
+         f"idle tail {use.get('idle_tail_s')}s" if use else None),
         ("device", env.get("device")),
         ("pretrained weights", f"hub={env.get('pretrained', {}).get('hub')}, local={env.get('pretrained', {}).get('local')}"
          if env else None),

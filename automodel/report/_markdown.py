@@ -38,7 +38,8 @@ def render_markdown(view: RunView) -> str:
         f"local={env.get('pretrained', {}).get('local')}",
         f"- budget: {describe_settings(run)}; status {view.status} ({run.get('stop_reason', '')})",
         *([f"- budget used: exploration {use.get('explore_s')}s in {use.get('explore_attempts')} attempts, final "
-           f"{use.get('final_s')}s in {use.get('final_attempts')}, idle tail {use.get('idle_tail_s')}s"] if use else []),
+           f"{use.get('final_s')}s in {use.get('final_attempts')}, test scoring {use.get('finalize_s')}s, "
+           f"idle tail {use.get('idle_tail_s')}s"] if use else []),
         *[f"- **data warning**: {w}" for w in prof.get("warnings", [])],
         *([f"- skipped files: {prof['skipped']}"] if prof.get("skipped") else []),
         "",
