@@ -7,6 +7,7 @@ truncated code with ``finish_reason == "length"``, JSON with trailing commas, an
 ``build_training``). Each run is a real ``automodel run`` (training on CPU, small budgets).
 
     python benchmarks/llm_yield.py --rates 0.0 0.5 --seeds 0 1 2 --iterations 6
+    python benchmarks/llm_yield.py --no-zero-shot --rates 0.0 --out benchmarks/results/llm_zero_shot_off.md  # the ablation
 
 Writes ``benchmarks/results/llm_yield.md``: bad-reply rate x valid LLM-authored attempts x fallbacks,
 with the replies refused at their try-out (code that crashed in the smoke test before it became an
@@ -58,8 +59,12 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate_budget_s: float,
-            max_retries: int, only: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One demo run at ``rate`` bad replies (of the kinds in ``only``, else all); the counts that matter."""
+            max_retries: int, only: tuple[str, ...] = (), zero_shot: bool = True) -> dict[str, Any]:
+    """One demo run at ``rate`` bad replies (of the kinds in ``only``, else all); the counts that matter.
+
+    ``zero_shot=False`` is the ablation: the first candidate is the reference recipe, not the
+    Architect's (scripted LLM) design; the scores say what the zero-shot start is worth.
+    """
     flaky = FlakyModel(seed=seed, bad_rate=rate, only=only,
                        references={c: reference_source(c) for c in ("data", "model", "training")})
     started = time.time()
@@ -68,11 +73,13 @@ def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate
         config = _config(workdir / "backends.yaml", server.base_url, max_retries)
         run_team(RunOptions(data="demo", out=workdir / "run", device="cpu", iterations=iterations, config=config,
                             candidate_budget_s=candidate_budget_s, max_epochs=2, time_budget_s=3600.0,
-                            final_share=0.0, seed=seed, description="handwritten digits 0-9; orientation matters"),
+                            final_share=0.0, seed=seed, description="handwritten digits 0-9; orientation matters",
+                            zero_shot=zero_shot),
                  console=Console(file=io.StringIO()))
     store = RunStore(workdir / "run")
     count = yield_count(store.history())
     faults = _lines(workdir / "run" / "model_faults.jsonl")
+    final = json.loads((workdir / "run" / "final.json").read_text()) if (workdir / "run" / "final.json").is_file() else {}
     kinds: dict[str, int] = {}
     for f in faults:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
@@ -82,38 +89,55 @@ def one_run(rate: float, seed: int, iterations: int, workdir: Path, *, candidate
             "escalations": kinds.get("escalation", 0), "faults": kinds,
             "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "sent": dict(flaky.counts), "wall_s": round(time.time() - started, 1),
-            "statuses": [a.status for a in store.history()]}
+            "statuses": [a.status for a in store.history()], "zero_shot": zero_shot,
+            "first_val": final.get("first_val_accuracy"), "best_val": final.get("best_val_accuracy"),
+            "test": final.get("test_accuracy")}
 
 
 def _label(row: dict[str, Any]) -> str:
-    return f"{row['rate']:.1f}{' (runtime bugs only)' if row.get('faults_sent') == 'runtime only' else ''}"
+    return (f"{row['rate']:.1f}{' (runtime bugs only)' if row.get('faults_sent') == 'runtime only' else ''}"
+            f"{' (zero-shot off)' if row.get('zero_shot') is False else ''}")
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.1f}" if isinstance(x, (int, float)) else "-"
 
 
 def write_table(rows: list[dict[str, Any]], path: Path, note: str) -> None:
     lines = ["# LLM yield under a flaky model (digits demo, fake OpenAI-compatible server)", "", note, "",
              "| bad-reply rate | seed | attempts | valid, LLM-authored | valid (all) | expert takeovers | "
-             "expert fallbacks (turns) | design fallbacks | refused at try-out | escalations | wall s | load 1 min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "expert fallbacks (turns) | design fallbacks | refused at try-out | escalations | first val % | best val % | "
+             "test % | wall s | load 1 min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         load = "-".join(f"{x:g}" for x in r.get("load", [])) or "?"
         lines.append(f"| {_label(r)} | {r['seed']} | {r['attempts']} | {r['llm_valid']} / {r['attempts']} | "
                      f"{r['valid']} | {r['expert_attempts']} | {r['fallbacks']} | {r['design_fallbacks']} | "
-                     f"{r.get('tryout_refusals', '?')} | {r.get('escalations', '?')} | {r['wall_s']:.0f} | {load} |")
+                     f"{r.get('tryout_refusals', '?')} | {r.get('escalations', '?')} | {_pct(r.get('first_val'))} | "
+                     f"{_pct(r.get('best_val'))} | {_pct(r.get('test'))} | {r['wall_s']:.0f} | {load} |")
     lines += ["", "| bad-reply rate | runs | valid LLM-authored / attempts | share | expert takeovers | "
-              "expert fallbacks | design fallbacks | refused at try-out | escalations |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for rate, kind in sorted({(r["rate"], r.get("faults_sent", "all")) for r in rows}):
-        group = [r for r in rows if r["rate"] == rate and r.get("faults_sent", "all") == kind]
+              "expert fallbacks | design fallbacks | refused at try-out | escalations | mean first val % | "
+              "mean test % |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rate, kind, zero in sorted({(r["rate"], r.get("faults_sent", "all"), r.get("zero_shot", True)) for r in rows}):
+        group = [r for r in rows if r["rate"] == rate and r.get("faults_sent", "all") == kind
+                 and r.get("zero_shot", True) == zero]
         valid, attempts = sum(r["llm_valid"] for r in group), sum(r["attempts"] for r in group)
         lines.append(f"| {_label(group[0])} | {len(group)} | {valid} / {attempts} | {valid / max(attempts, 1):.0%} | "
                      f"{sum(r['expert_attempts'] for r in group)} | {sum(r['fallbacks'] for r in group)} | "
                      f"{sum(r['design_fallbacks'] for r in group)} | {sum(r.get('tryout_refusals', 0) for r in group)} | "
-                     f"{sum(r.get('escalations', 0) for r in group)} |")
+                     f"{sum(r.get('escalations', 0) for r in group)} | {_mean_pct(group, 'first_val')} | "
+                     f"{_mean_pct(group, 'test')} |")
     lines += ["", "Faults logged per run (`model_faults.jsonl` kinds) and replies sent by the fake model:", ""]
     for r in rows:
         lines.append(f"- rate {_label(r)} seed {r['seed']}: statuses {r['statuses']}; faults {r['faults']}; "
                      f"sent {r.get('sent', {})}")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _mean_pct(rows: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return f"{100 * sum(values) / len(values):.1f} (n={len(values)})" if values else "-"
 
 
 def merge(paths: list[Path], out: Path, note: str) -> None:
@@ -131,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-retries", type=int, default=2)
     parser.add_argument("--runtime-only", action="store_true",
                         help="bad replies are only bugs that show at run time (shape bug, wrong permute, endless loop)")
+    parser.add_argument("--no-zero-shot", action="store_true",
+                        help="the ablation: the first candidate is the reference recipe instead of the Architect's design")
     parser.add_argument("--merge", type=Path, nargs="+", help="only merge the JSON rows of earlier logs into --out")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm_yield.md")
     args = parser.parse_args(argv)
@@ -144,11 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory(prefix="llm_yield_") as tmp:
                 row = one_run(rate, seed, args.iterations, Path(tmp), candidate_budget_s=args.candidate_budget,
-                              max_retries=args.max_retries, only=only)
+                              max_retries=args.max_retries, only=only, zero_shot=not args.no_zero_shot)
             rows.append(row)
             print(json.dumps(row), flush=True)
             git = git_state()
-            note = (f"Command: `python benchmarks/llm_yield.py {'--runtime-only ' if only else ''}--rates "
+            note = (f"Command: `python benchmarks/llm_yield.py {'--runtime-only ' if only else ''}"
+                    f"{'--no-zero-shot ' if args.no_zero_shot else ''}--rates "
                     f"{' '.join(map(str, args.rates))} --seeds {' '.join(map(str, args.seeds))} --iterations "
                     f"{args.iterations} --candidate-budget {args.candidate_budget:g} --max-retries {args.max_retries}`"
                     f" at commit {git.get('commit', '?')}{' (dirty)' if git.get('dirty') else ''}; CPU, "
