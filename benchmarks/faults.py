@@ -389,7 +389,7 @@ def check_run(out: Path, seen: list[dict[str, Any]]) -> Check:
                 f"iteration {line['iteration']} is {line['status']} with val {val} (best {best})"
             )
         if better:
-            best = val
+            best = float(val)
     check.statuses_ok = ok
     try:
         best_it = int((out / "best" / "ITERATION").read_text())
@@ -495,7 +495,11 @@ def _fault_session(
 ) -> Session:  # fmt: skip
     args = scenario.run_args
     if kind == "data":
-        return Session(fault="data", fired=resume, output=_damage_dataset(cache, rng) if resume else "")
+        if not resume:  # the data must change after profiling: start the run, stop it at its first epoch
+            first = run_session(out, cache, resume=False, run_args=args, kill_when=_training_killer())
+            if not (out / "run.json").is_file():
+                return Session(fault="data", fired=False, output="the run never started: " + first.output[-200:])
+        return Session(fault="data", fired=True, output=_damage_dataset(cache, rng))
     if kind == "disk_full":
         return _disk_full_session(out, cache, resume, mounted, args)
     if kind in POINTS:
