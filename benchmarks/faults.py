@@ -382,13 +382,13 @@ def check_run(out: Path, seen: list[dict[str, Any]]) -> Check:
     best, ok = -1.0, True
     for line in final_lines:
         val = line.get("val_accuracy")
-        better = val is not None and val > best
+        better = val is not None and float(val) > best
         if (line["status"] == "improved") != better:
             ok = False
             check.problems.append(
                 f"iteration {line['iteration']} is {line['status']} with val {val} (best {best})"
             )
-        if better:
+        if better and val is not None:
             best = float(val)
     check.statuses_ok = ok
     try:
