@@ -401,3 +401,18 @@ def test_a_crash_the_repairs_cannot_fix_is_escalated_to_the_architect(run_with):
     faults = _lines(store.root / "model_faults.jsonl")
     assert [(f["role"], f["kind"]) for f in faults] == [("architect", "unusable_reply"), ("architect", "escalation")]
     assert "rewrote model.py" in faults[1]["action"]
+
+
+def test_an_unknown_feature_backbone_is_refused_at_try_out_not_a_crash_of_the_run(run_with):
+    # Seen in review: a plain ValueError from the feature key escaped the try-out and ended the team.
+    from automodel.roles._tryout import try_out
+    from automodel.runtime import open_run
+
+    with FakeOpenAI({}) as server:
+        store, _ = run_with(server.base_url, ["data_engineer"])
+    files = {"data": _code("data", FEATURES="efficientnet_lite9@224"), "model": _code("model"),
+             "training": _code("training")}
+    failure = try_out(open_run(store.root), files, label="data_engineer")
+    assert failure is not None and failure.component == "data"
+    assert "FEATURES" in failure.message and "efficientnet_lite9" in failure.message
+    assert not (store.root / "tryouts").exists()

@@ -87,7 +87,11 @@ def _try(run: Run, folder: Path, files: dict[str, str]) -> TryOutFailure | None:
     # The run's own executor and limits; the job's timeout is TRYOUT_BUDGET_S plus the runner's grace,
     # which Run.runner sizes as half the candidate budget it is given (a loaded machine needs minutes).
     runner = run.runner(candidate_budget_s=2 * TRYOUT_TIMEOUT_S)
-    _, extraction = runner.ensure_features(folder, folder, on_event=run.emit)
+    try:  # a set the Executor would extract anyway; never past what is left of the run's clock
+        _, extraction = runner.ensure_features(folder, folder, on_event=run.emit,
+                                               timeout_s=max(1.0, run.plan().usable_s()))
+    except ValueError as exc:  # FEATURES names no known backbone, or is malformed
+        return TryOutFailure("data", f"FEATURES in data.py: {exc}\nFix it and reply with the complete file again.")
     if extraction is not None and not extraction.ok:
         return None  # the Executor reports a failed extraction as an attempt; nothing to try here
     events: list[dict[str, Any]] = []
