@@ -416,3 +416,28 @@ def test_an_unknown_feature_backbone_is_refused_at_try_out_not_a_crash_of_the_ru
     assert failure is not None and failure.component == "data"
     assert "FEATURES" in failure.message and "efficientnet_lite9" in failure.message
     assert not (store.root / "tryouts").exists()
+
+
+def test_an_escalation_that_falls_back_to_the_expert_keeps_the_failure_standing(run_with):
+    # Seen in review: the expert's first pipeline replaced the failed files, dropping the change being made.
+    from automodel.interfaces import COMPONENT_FILES
+    from automodel.messages import PipelineRewrite, RunReport
+    from automodel.roles import ArchitectAgent
+
+    with FakeOpenAI({"architect": [text(""), text("")]}) as server:
+        store, clients = run_with(server.base_url, ["architect"])
+        folder = store.iteration_dir(3)
+        folder.mkdir(parents=True, exist_ok=True)
+        for component, name in COMPONENT_FILES.items():
+            code = reference_source(component)
+            (folder / name).write_text(code + ("\nraise RuntimeError('boom')\n" if component == "model" else ""))
+        agent = ArchitectAgent("architect", clients["architect"], run_dir=store.root, max_retries=1,
+                               fallback_to_expert=True, backoff_s=0.01, try_out=False)
+        report = RunReport(iteration=3, status="crashed", target="model_engineer", change="wider model",
+                           error="model: RuntimeError: boom")
+        result = asyncio.run(agent.run(task=StructuredMessage[RunReport](content=report, source="executor")))
+    rewrite = result.messages[-1].content
+    assert isinstance(rewrite, PipelineRewrite) and rewrite.components == {} and rewrite.summary == "no usable rewrite"
+    kinds = [f["kind"] for f in _lines(store.root / "model_faults.jsonl")]
+    assert kinds[-1] == "escalation" and "fallback" in kinds
+    assert "the failed attempt stands" in _lines(store.root / "model_faults.jsonl")[-1]["action"]

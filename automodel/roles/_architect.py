@@ -188,7 +188,9 @@ class ArchitectAgent(RoleAgent):
                                         prompt_vars={f"interface_{c}": interface_text(c) for c in COMPONENTS},
                                         check=try_it)
         cause = f"{evidence.get('error_type', report.status)} in {evidence.get('component', '?')}.py"
-        if result is None:
+        if result is None or author == EXPERT_NAME:
+            # A fallback to the expert answers with its first pipeline, not a rewrite of the failed one:
+            # taking it would drop the change being made, untried. The failure stands instead.
             self._fault(backend_name(self.model_client), 0, "escalation", f"attempt {report.iteration} failed after its repairs "
                         f"({cause})", "no usable rewrite from the Architect: the failed attempt stands")
             return PipelineRewrite(iteration=report.iteration, summary="no usable rewrite", author=author)
