@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write_text",
     "durable_replace",
     "fsync_path",
+    "open_regular",
     "read_jsonl",
 ]
 
@@ -51,6 +53,27 @@ def _disk_full(exc: OSError, path: Path) -> OSError:
             "intact. Free some space (or choose another --out), then continue with --resume.",
         )
     return exc
+
+
+def open_regular(path: str | Path, *, dir_fd: int | None = None) -> int | None:
+    """A read-only descriptor of the regular file at ``path``, or None: for files untrusted code wrote.
+
+    Links are not followed and nothing but a regular file is accepted; the open never blocks (a FIFO
+    planted in place of an output would otherwise hang the reader forever).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def fsync_path(path: str | Path) -> None:

@@ -96,6 +96,9 @@ class ExecutionError(BaseModel):
     speaker policy escalates the attempt to the Architect (:func:`automodel.team.escalation_speaker`)."""
     pending: int = Field(default=0, ge=0)
     """Results of the same round of parallel candidates the Executor has still to post."""
+    feedback: AnalystFeedback | None = None
+    """The change the failed candidate was making (the Analyst's request), which its repair must keep. With
+    parallel candidates the newest feedback in the chat is another candidate's, so it travels here."""
 
 
 class PipelineRewrite(BaseModel):

@@ -103,7 +103,7 @@ def test_analyst_turns_flips_off_from_two_way_pair_confusion_with_the_flip_check
     assert features["knobs"] != {"HFLIP": False}
 
 
-def test_analyst_leaves_flips_on_when_confusion_is_spread_out_or_one_way() -> None:
+def test_analyst_leaves_flips_on_when_confusion_is_spread_out_or_one_class_absorbs_another() -> None:
     spread = np.diag(np.full(8, 20))
     for a in range(8):  # each class loses 3 images, one to each of three neighbours
         for k in (1, 2, 3):
@@ -121,6 +121,20 @@ def test_analyst_leaves_flips_on_when_confusion_is_spread_out_or_one_way() -> No
             ring[a, b] += 5
     assert _analyse(_report(ring))["knobs"] != {"HFLIP": False}
     assert _analyse({"status": "improved", "epochs": CURVE})["knobs"] != {"HFLIP": False}  # no pairs (old history)
+
+
+def test_analyst_turns_flips_off_when_flips_merged_every_mirror_pair_into_one_class() -> None:
+    # Measured (orientation benchmark, --no-flip-check, seed 1): with flips on, each of the 4 mirror pairs was
+    # merged into one of its classes: 50 of a pair's 100 val images wrong, all one way; flips stayed on for
+    # the whole run (val 0.54) because the rule asked for errors both ways.
+    merged = np.diag(np.full(8, 50))
+    for a, b in ((0, 4), (1, 7), (6, 2), (5, 3)):  # class b predicted as a
+        merged[b, b] -= 50 if a != 6 else 49
+        merged[b, a] += 50 if a != 6 else 49
+    merged[2, 6] += 1  # one stray error the other way
+    merged[2, 2] -= 1
+    fb = _analyse(_report(merged))
+    assert fb["knobs"] == {"HFLIP": False} and "Classes 0 and 4 are confused with each other: 50 errors" in fb["diagnosis"]
 
 
 def test_the_rate_rule_keeps_precedence_and_the_pair_rule_adds_no_duplicate() -> None:

@@ -441,3 +441,29 @@ def test_an_escalation_that_falls_back_to_the_expert_keeps_the_failure_standing(
     kinds = [f["kind"] for f in _lines(store.root / "model_faults.jsonl")]
     assert kinds[-1] == "escalation" and "fallback" in kinds
     assert "the failed attempt stands" in _lines(store.root / "model_faults.jsonl")[-1]["action"]
+
+
+def test_with_parallel_candidates_a_repair_and_an_escalation_see_their_own_candidate_only():
+    # Seen in review: with K=2 the newest feedback in the chat is the other slot's, so a repair was told to keep
+    # another candidate's change, and an escalation listed the other candidate's errors as its own repairs.
+    from automodel.messages import ExecutionError
+    from automodel.roles._architect import _attempt_so_far, _feedback_of
+
+    def fb(target: str, change: str) -> AnalystFeedback:
+        return AnalystFeedback(target=target, diagnosis="d", change=change, expected_effect="e", knobs={})
+
+    def msg(content, source: str) -> StructuredMessage:
+        return StructuredMessage[type(content)](content=content, source=source)
+
+    mine, other = fb("data_engineer", "stronger augmentation"), fb("training_engineer", "longer warmup")
+    err = {"component": "data", "status": "crashed", "error_type": "RuntimeError", "message": "boom"}
+    chat = [msg(mine, "analyst"), msg(other, "analyst"),
+            msg(ExecutionError(iteration=5, feedback=mine, **err), "executor"),
+            msg(ComponentCode(component="data", code="x", change="fix the crop", phase="repair"), "data_engineer"),
+            msg(ExecutionError(iteration=6, feedback=other, **{**err, "component": "training"}), "executor"),
+            msg(ComponentCode(component="training", code="y", change="fix the loop", phase="repair"), "training_engineer"),
+            msg(ExecutionError(iteration=5, feedback=mine, repair_attempt=2, **err), "executor")]
+    assert _feedback_of(chat, 5) == mine and _feedback_of(chat, 6) == other
+    steps = _attempt_so_far(chat, 5)
+    assert [s.get("try") or s.get("repair_of") for s in steps] == [5, "data", 5]
+    assert all("fix the loop" not in str(s) for s in steps)

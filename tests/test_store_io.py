@@ -108,3 +108,24 @@ def test_disk_full_is_a_clear_error_and_keeps_the_old_file(tmp_path: Path) -> No
         assert sorted(p.name for p in disk.iterdir()) == ["h.jsonl", "run.json"]
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_files_a_candidate_wrote_are_read_only_when_regular_and_never_block(tmp_path):
+    # Seen in review: a FIFO planted in place of an output hung the reader (open blocks until a writer comes).
+    from automodel._io import open_regular
+    from automodel.executors._output import read_json_dict
+    from automodel.executors._scorer import read_predictions
+    from automodel.harness._client import _copy_out
+
+    for name in ("val_1.npy", "model.onnx", "result.json"):
+        os.mkfifo(tmp_path / name)
+    (tmp_path / "real.json").write_text('{"ok": 1}')
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    assert open_regular(tmp_path / "val_1.npy") is None
+    assert read_predictions(tmp_path / "val_1.npy", 3, 2) is None
+    assert _copy_out(tmp_path, "model.onnx", tmp_path / "copied.onnx") is False
+    assert read_json_dict(tmp_path / "result.json") is None and read_json_dict(tmp_path / "link.json") is None
+    assert read_json_dict(tmp_path / "real.json") == {"ok": 1}
+    fd = open_regular(tmp_path / "real.json")
+    assert fd is not None and os.get_blocking(fd)
+    os.close(fd)

@@ -15,6 +15,8 @@ from typing import IO, Any
 import structlog
 from pydantic import ValidationError
 
+from automodel._io import open_regular
+
 from ._base import EventCallback, LineCallback
 from ._models import ComponentError
 from ._protocol import EVENT_PREFIX, parse_event
@@ -110,7 +112,11 @@ def read_json_dict(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or ``None`` if it is missing, a symlink or not a JSON object."""
     try:
         # The child wrote this file: never follow a link it planted, never read more than a few MiB.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_regular(path)
+        if fd is None:
+            if os.path.lexists(path):  # a link, a FIFO, a folder: planted, not written
+                log.warning("executor_unreadable_json", path=str(path), reason="not a regular file")
+            return None
         with os.fdopen(fd, "rb") as f:
             value = json.loads(f.read(_MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError:

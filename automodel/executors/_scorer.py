@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import structlog
 
+from automodel._io import open_regular
+
 from ._protocol import checkpoint_name, parse_val_name
 
 __all__ = ["CONFUSED_PAIRS_TOP", "EpochScore", "ValidationScorer", "confused_pairs", "read_predictions", "score_log_probs"]
@@ -61,9 +63,8 @@ def read_predictions(path: Path, rows: int, classes: int, *, dir_fd: int | None 
     Symlinks are not followed (``dir_fd``: read ``path`` relative to that open folder).
     """
     max_bytes = rows * classes * 8 + 4096
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
+    fd = open_regular(path, dir_fd=dir_fd)  # a FIFO planted by the candidate must not hang the scorer
+    if fd is None:
         return None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
@@ -110,21 +111,18 @@ def confused_pairs(labels: np.ndarray, predicted: np.ndarray, *, top: int = CONF
     total = int(wrong.sum())
     if not total or top <= 0:
         return []
-    size = int(max(labels.max(), predicted.max())) + 1
-    confusion = np.zeros((size, size), dtype=np.int64)
-    np.add.at(confusion, (labels[wrong], predicted[wrong]), 1)
-    counts = np.bincount(labels, minlength=size)
-    pairs = []
-    for a in range(size):
-        for b in range(a + 1, size):
-            errors = int(confusion[a, b] + confusion[b, a])
-            if errors:
-                pairs.append((-errors, a, b))
+    # Only the errors are counted (sparse): the cost grows with the errors, not with classes squared.
+    truth, guess = labels[wrong], predicted[wrong]
+    low, high = np.minimum(truth, guess), np.maximum(truth, guess)
+    pairs, inverse, errors = np.unique(np.stack([low, high], axis=1), axis=0, return_inverse=True, return_counts=True)
+    a_as_b = np.bincount(inverse.reshape(-1), weights=(truth == low).astype(np.int64), minlength=len(pairs))
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -errors))[:top]  # most errors first, then by class
+    counts = np.bincount(labels, minlength=int(pairs.max()) + 1)
     out: list[dict[str, float | int]] = []
-    for neg, a, b in sorted(pairs)[:top]:
-        out.append({"a": a, "b": b, "errors": -neg, "share": round(-neg / total, 4),
-                    "a_as_b": int(confusion[a, b]), "b_as_a": int(confusion[b, a]),
-                    "images": int(counts[a] + counts[b])})
+    for k in order:
+        a, b, n = int(pairs[k, 0]), int(pairs[k, 1]), int(errors[k])
+        out.append({"a": a, "b": b, "errors": n, "share": round(n / total, 4), "a_as_b": int(a_as_b[k]),
+                    "b_as_a": n - int(a_as_b[k]), "images": int(counts[a] + counts[b])})
     return out
 
 

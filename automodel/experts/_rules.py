@@ -51,27 +51,32 @@ def mirror_pair_confusion(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The confused pairs of ``report`` that look like mirror images under flips, or ``[]``.
 
     Training with horizontal flips on classes that are each other's mirror image shows each
-    image under both labels, so the model can at best guess between the two: errors run both
-    ways and make up a large part of the pair's images. A pair qualifies when each direction
-    holds at least a quarter of its errors and its errors are at least ``MIRROR_PAIR_RATE`` of
-    its images (at least 4 errors). The list is returned only when the qualifying pairs hold
+    image under both labels, so the model cannot tell the two apart: it guesses between them
+    (errors both ways) or, as measured on the orientation task, merges each pair into one of
+    its classes (every image of the other class predicted as it: one-way, half the pair's
+    images). A pair qualifies when it has at least 4 errors and they are at least
+    ``MIRROR_PAIR_RATE`` of its images. The list is returned only when the qualifying pairs hold
     ``MIRROR_PAIR_SHARE`` of all validation errors and share no class (an image has one mirror
-    image: a class confused both ways with two others is a cluster of look-alikes, not a mirror
-    pair). Confusion spread over many classes, or one class absorbing another, does not qualify.
+    image: a class confused with two others is a cluster of look-alikes, not a mirror pair),
+    and, when any of them is one-way, there are at least two: one class absorbing another is
+    a weak class, while flips merge every mirror pair at once. Confusion spread over many
+    classes never qualifies.
     """
     pairs: list[dict[str, Any]] = []
-    share = 0.0
+    share, one_way = 0.0, False
     for p in report.get("confused_pairs") or []:
         try:
             errors, a_as_b, b_as_a = int(p["errors"]), int(p["a_as_b"]), int(p["b_as_a"])
             images, pair_share = int(p["images"]), float(p["share"])
         except (KeyError, TypeError, ValueError):
             continue
-        two_way = min(a_as_b, b_as_a) >= 0.25 * errors
-        if errors >= 4 and two_way and images and errors >= MIRROR_PAIR_RATE * images:
+        if errors >= 4 and images and errors >= MIRROR_PAIR_RATE * images:
             pairs.append(p)
             share += pair_share
+            one_way = one_way or min(a_as_b, b_as_a) < 0.25 * errors
     classes = [c for p in pairs for c in (p["a"], p["b"])]
+    if one_way and len(pairs) < 2:
+        return []
     return pairs if share >= MIRROR_PAIR_SHARE and len(set(classes)) == len(classes) else []
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from automodel._io import atomic_open
+from automodel._io import atomic_open, open_regular
 from automodel.data import PreparedData
 from automodel.executors import (
     COMPONENTS_DIR,
@@ -511,11 +511,11 @@ def _copy_out(out_dir: Path, name: str, dst: Path) -> bool:
     except OSError:
         return False
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return False
+        fd = open_regular(name, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
+    if fd is None:
+        return False
     with os.fdopen(fd, "rb") as src:
         st = os.fstat(src.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_EXPORT_BYTES or st.st_size == 0:

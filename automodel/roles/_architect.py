@@ -75,19 +75,36 @@ def _error_evidence(report: RunReport, folder: Path) -> dict[str, Any]:
     return evidence
 
 
-def _attempt_so_far(messages: Sequence[BaseChatMessage]) -> list[dict[str, Any]]:
-    """The tries of the failed attempt: each error and each repair the engineers made, oldest first."""
-    steps: list[dict[str, Any]] = []
+def _attempt_so_far(messages: Sequence[BaseChatMessage], iteration: int) -> list[dict[str, Any]]:
+    """The tries of the failed attempt ``iteration``: each error and each repair the engineers made, oldest first.
+
+    A repair answers the error just before it; with parallel candidates the errors and repairs of other
+    candidates of the round are in the chat too, and are left out.
+    """
+    steps: dict[int, list[dict[str, Any]]] = {}
+    repairing: int | None = None
     for m in messages:
         content = m.content if isinstance(m, StructuredMessage) else None
-        if isinstance(content, AnalystFeedback | TechnicalDesign):
-            steps = []  # an earlier attempt
+        if isinstance(content, TechnicalDesign):
+            steps, repairing = {}, None  # an earlier attempt
         elif isinstance(content, ExecutionError):
-            steps.append({"try": content.iteration, "failed": f"{content.component}: {content.error_type}: "
-                          f"{content.message[:300]}", "repair_attempt": content.repair_attempt})
-        elif isinstance(content, ComponentCode) and content.phase == "repair":
-            steps.append({"repair_of": content.component, "by": m.source, "change": content.change[:200]})
-    return steps
+            repairing = content.iteration
+            steps.setdefault(repairing, []).append({
+                "try": content.iteration, "failed": f"{content.component}: {content.error_type}: "
+                f"{content.message[:300]}", "repair_attempt": content.repair_attempt})
+        elif isinstance(content, ComponentCode) and content.phase == "repair" and repairing is not None:
+            steps[repairing].append({"repair_of": content.component, "by": m.source, "change": content.change[:200]})
+    return steps.get(iteration, [])
+
+
+def _feedback_of(messages: Sequence[BaseChatMessage], iteration: int) -> AnalystFeedback | None:
+    """The Analyst's request the failed attempt ``iteration`` answered (carried on its errors)."""
+    for m in reversed(messages):
+        content = m.content if isinstance(m, StructuredMessage) else None
+        if isinstance(content, ExecutionError) and content.iteration == iteration and content.feedback is not None:
+            return content.feedback
+    found = last_of(messages, AnalystFeedback)
+    return found if isinstance(found, AnalystFeedback) else None
 
 
 class ArchitectAgent(RoleAgent):
@@ -154,7 +171,7 @@ class ArchitectAgent(RoleAgent):
             return PipelineRewrite(iteration=report.iteration, summary="no rewrite (offline expert)", author=EXPERT_NAME)
         incumbent = incumbent_files(store)
         has_best = incumbent_source(store) == "best"
-        feedback = last_of(messages, AnalystFeedback)
+        feedback = _feedback_of(messages, report.iteration)
         context: dict[str, Any] = {
             "phase": "escalation",
             "failed_iteration": report.iteration,
@@ -162,7 +179,7 @@ class ArchitectAgent(RoleAgent):
             "feedback": feedback.model_dump() if isinstance(feedback, AnalystFeedback) else None,
             "failed_files": failed,
             "error": evidence,
-            "repairs_tried": _attempt_so_far(messages),
+            "repairs_tried": _attempt_so_far(messages, report.iteration),
             "profile": self.ctx.profile,
             "environment": self.ctx.environment(),
             "description": self.ctx.description,

@@ -94,12 +94,13 @@ class EngineerAgent(RoleAgent):
         if isinstance(trigger, ExecutionError):
             phase = "repair"
             current = self._file_of(store.iteration_dir(trigger.iteration))
-            extra: dict[str, Any] = {"error": trigger.model_dump()}
+            extra: dict[str, Any] = {"error": trigger.model_dump(exclude={"feedback"})}
             # The sibling files of the failed attempt: the fault may lie where they meet this one.
             failed = store.iteration_dir(trigger.iteration)
             siblings = {c: self._file_of_component(failed, c) for c in COMPONENT_FILES if c != self.component}
             extra["sibling_code"] = {c: code[:SIBLING_CHARS] for c, code in siblings.items()}
-            asked = last_of(messages, AnalystFeedback)
+            # The failed candidate's own request (parallel candidates: the newest in the chat is another's).
+            asked = trigger.feedback or last_of(messages, AnalystFeedback)
             if isinstance(asked, AnalystFeedback):  # a repair must keep the change it repairs
                 extra["feedback"] = asked.model_dump()
         elif isinstance(trigger, AnalystFeedback):

@@ -106,11 +106,13 @@ class ExecutorAgent(RoleAgent):
         self._cycle_start = time.time()
         self._queue: list[dict[str, Any]] = []
         """Results of the last round of parallel candidates still to be posted, one per turn."""
+        self._feedback: dict[str, Any] | None = None
+        """The Analyst's request the candidate being run (or repaired) answers."""
 
     async def save_state(self) -> Mapping[str, Any]:
         return {"target": self._target, "change": self._change, "knobs": self._knobs, "repairs": self._repairs,
                 "fidelity": self._fidelity, "warm": self._warm, "last_files": self._last_files,
-                "authors": self._authors, "queue": self._queue}
+                "authors": self._authors, "queue": self._queue, "feedback": self._feedback}
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
         self._target = str(state.get("target", "architect"))
@@ -122,6 +124,8 @@ class ExecutorAgent(RoleAgent):
         self._last_files = dict(state.get("last_files", {}))
         self._authors = dict(state.get("authors", {}))
         self._queue = [dict(q) for q in state.get("queue", [])]
+        feedback = state.get("feedback")
+        self._feedback = dict(feedback) if isinstance(feedback, Mapping) else None
         self._cycle_start = time.time()
 
     def _begin(self, messages: Sequence[BaseChatMessage]) -> None:
@@ -132,6 +136,7 @@ class ExecutorAgent(RoleAgent):
             self._target = "architect"
             self._change = f"first pipeline: {design.summary}" if isinstance(design, TechnicalDesign) else "first pipeline"
             self._knobs, self._repairs, self._fidelity, self._warm = {}, 0, "explore", False
+            self._feedback = None
         elif isinstance(code, ComponentCode) and code.phase == "repair":
             self._repairs += 1
             self._change = f"{self._change.split(' [repair')[0]} [repair {self._repairs}: {code.change[:120]}]"
@@ -141,6 +146,7 @@ class ExecutorAgent(RoleAgent):
             self._knobs, self._repairs = dict(code.knobs), 0
             self._fidelity = feedback.fidelity if isinstance(feedback, AnalystFeedback) else "explore"
             self._warm = bool(feedback.warm_start) if isinstance(feedback, AnalystFeedback) else False
+            self._feedback = feedback.model_dump(mode="json") if isinstance(feedback, AnalystFeedback) else None
 
     def _base_files(self, messages: Sequence[BaseChatMessage]) -> dict[str, str]:
         store = self.ctx.store
@@ -191,7 +197,8 @@ class ExecutorAgent(RoleAgent):
         iteration = rerun if rerun is not None and rerun > 0 and rerun not in done else store.next_iteration()
         cand = Candidate(iteration=iteration, workdir=Path(), files=files, target=self._target,
                           change=self._change, knobs=self._knobs, fidelity=self._fidelity, want_warm=self._warm,
-                          authors=dict(self._authors), repairs=self._repairs)
+                          authors=dict(self._authors), repairs=self._repairs,
+                          feedback=AnalystFeedback.model_validate(self._feedback) if self._feedback else None)
         self._write(cand)
         failure = await self._prepare_run(cand)
         result: ExecutionResult | None = None
@@ -337,7 +344,7 @@ class ExecutorAgent(RoleAgent):
                 iteration=cand.iteration, component=owner, status=record_status,
                 error_type=error_type, message=message[:1500], lines=lines[:12],
                 traceback_tail=(result.error.traceback[-1500:] if result and result.error else ""),
-                repair_attempt=cand.repairs + 1, max_repairs=max_repairs,
+                repair_attempt=cand.repairs + 1, max_repairs=max_repairs, feedback=cand.feedback,
             )
         return RunReport(
             iteration=cand.iteration, status=record_status, target=cand.target, change=cand.change,
@@ -460,5 +467,6 @@ class ExecutorAgent(RoleAgent):
             self._target, self._change, self._knobs = str(ctx["target"]), str(ctx["change"]), dict(ctx["knobs"])
             self._repairs, self._fidelity, self._warm = 0, "explore", bool(ctx["warm"])
             self._last_files, self._authors = dict(ctx["files"]), dict(ctx["authors"])
+            self._feedback = item["message"].get("feedback")
             return ExecutionError.model_validate({**item["message"], "pending": len(self._queue)})
         return RunReport.model_validate({**item["message"], "pending": len(self._queue)})
