@@ -213,7 +213,11 @@ def _env(cache: Path) -> dict[str, str]:
 
 
 def _reap_orphans(out: Path, wait_s: float = 30.0) -> int:
-    """Candidate processes of ``out`` that outlived their killed orchestrator: waited for, then killed."""
+    """Candidate processes of ``out`` still alive ``wait_s`` after their orchestrator was killed (then killed).
+
+    Processes that die within the wait (a harness ends with its parent: ``PR_SET_PDEATHSIG`` or the
+    sandbox's die-with-parent) are not orphans; only those the benchmark itself had to kill count.
+    """
     marker = str(out).encode()
 
     def alive() -> list[int]:
@@ -225,14 +229,14 @@ def _reap_orphans(out: Path, wait_s: float = 30.0) -> int:
                         pids.append(int(proc.name))
         return pids
 
-    found = alive()
     deadline = time.monotonic() + wait_s
     while alive() and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pid in alive():
+    survivors = alive()
+    for pid in survivors:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    return len(found)
+    return len(survivors)
 
 
 def run_session(
@@ -659,8 +663,8 @@ def render(rows: list[Outcome], scenarios: list[Scenario], seconds: float, comma
               "status: `run.json` done, statuses agree with the scores, `best/` is the best improved iteration "
               "and its checkpoint loads, no iteration twice, no half-done promotion. Results lost: history lines "
               "seen after any fault and missing or changed at the end. Orphan candidates: harness processes "
-              "still alive after their orchestrator was killed (reaped by the benchmark; `PR_SET_PDEATHSIG` is "
-              "another issue's).", "", "## Scenarios", ""]  # fmt: skip
+              "still alive 10 s after their orchestrator was killed, then killed by the benchmark (a harness is "
+              "meant to die with its parent: `PR_SET_PDEATHSIG`, the sandbox's die-with-parent).", "", "## Scenarios", ""]  # fmt: skip
     for sc in scenarios:
         assert sc.check is not None
         faults = ", ".join(f"{s.fault}{'' if s.fired else ' (not fired)'} [{s.returncode}, {s.seconds:.0f}s]"
