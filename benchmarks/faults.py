@@ -205,6 +205,8 @@ class Session:
     seconds: float = 0.0
     output: str = ""
     orphans: int = 0
+    orphan_cmds: list[str] = field(default_factory=list)
+    """Command lines of the orphans (what outlived the kill)."""
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -212,7 +214,7 @@ def _env(cache: Path) -> dict[str, str]:
             "HF_HUB_OFFLINE": "1"}  # fmt: skip
 
 
-def _reap_orphans(out: Path, wait_s: float = 30.0) -> int:
+def _reap_orphans(out: Path, wait_s: float = 30.0, found: list[str] | None = None) -> int:
     """Candidate processes of ``out`` still alive ``wait_s`` after their orchestrator was killed (then killed).
 
     Processes that die within the wait (a harness ends with its parent: ``PR_SET_PDEATHSIG`` or the
@@ -234,6 +236,10 @@ def _reap_orphans(out: Path, wait_s: float = 30.0) -> int:
         time.sleep(0.2)
     survivors = alive()
     for pid in survivors:
+        if found is not None:
+            with contextlib.suppress(OSError):
+                cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"pid {pid}: {cmd.decode(errors='replace')[:160]}")
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return len(survivors)
@@ -264,12 +270,17 @@ def run_session(
                             cwd=REPO, start_new_session=True)  # fmt: skip
     lines: list[str] = []
     killed = threading.Event()
+    killing = threading.Lock()
 
     def kill() -> None:
-        if not killed.is_set() and proc.poll() is None:
-            killed.set()
-            os.kill(proc.pid, signal.SIGKILL)
-            session.orphans += _reap_orphans(out, wait_s=10.0)  # they would hold the output pipe open
+        # Under the lock, so that the session cannot end (and the next one, whose command line holds the
+        # same run directory, cannot start) while this kill still looks for its orphans.
+        with killing:
+            if not killed.is_set() and proc.poll() is None:
+                killed.set()
+                os.kill(proc.pid, signal.SIGKILL)
+                # Orphans would hold the output pipe open.
+                session.orphans += _reap_orphans(out, wait_s=10.0, found=session.orphan_cmds)
 
     def watch_clock() -> None:
         while proc.poll() is None and not killed.is_set():
@@ -290,11 +301,14 @@ def run_session(
             kill()
     proc.wait()
     timer.cancel()
+    clock.join()
+    with killing:  # a kill in flight (the timer's) has finished reaping
+        pass
     session.returncode = proc.returncode
     session.fired = proc.returncode == -signal.SIGKILL
     session.seconds = round(time.monotonic() - started, 1)
     session.output = "".join(lines)
-    session.orphans += _reap_orphans(out)
+    session.orphans += _reap_orphans(out, found=session.orphan_cmds)
     return session
 
 
@@ -630,6 +644,8 @@ def tabulate(scenarios: list[Scenario]) -> list[Outcome]:
             row.recorded += int(sc.check.recorded_right and sc.check.finished)
             row.lost += sc.check.lost
             row.orphans += s.orphans
+            if s.orphan_cmds:
+                row.notes.append(f"{sc.name}: {s.fault}: what outlived the kill: {'; '.join(s.orphan_cmds)}")
             if s.fault.startswith("disk_full"):
                 tail = s.output.strip().splitlines()[-3:]
                 clear = any("no space left" in line.lower() and "--resume" in line for line in tail)
