@@ -119,8 +119,6 @@ def read_json_dict(path: Path) -> dict[str, Any] | None:
             return None
         with os.fdopen(fd, "rb") as f:
             value = json.loads(f.read(_MAX_JSON_BYTES).decode("utf-8"))
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
         log.warning("executor_unreadable_json", path=str(path), exc_info=True)
         return None

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import stat
 import sys
 import threading
 import time
@@ -517,8 +516,8 @@ def _copy_out(out_dir: Path, name: str, dst: Path) -> bool:
     if fd is None:
         return False
     with os.fdopen(fd, "rb") as src:
-        st = os.fstat(src.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_EXPORT_BYTES or st.st_size == 0:
+        st = os.fstat(src.fileno())  # a regular file (open_regular): only its size is left to check
+        if st.st_size > _MAX_EXPORT_BYTES or st.st_size == 0:
             return False
         with atomic_open(dst, "wb") as out:
             shutil.copyfileobj(src, out, 1024 * 1024)
