@@ -78,6 +78,18 @@ class BudgetPlan:
         measured = [m for m in measured if m >= 0]
         return statistics.median(measured) if measured else self.settings.candidate_overhead_s
 
+    def train_floor_s(self) -> float:
+        """The fewest training seconds worth one more attempt.
+
+        ``min_candidate_s``, except after a head on cached features (the features are paid
+        for; a head converges in seconds): then what that head's training took, if less.
+        """
+        floor = self.settings.min_candidate_s
+        last = self.history[-1] if self.history else None
+        if last and last.get("features") and last.get("train_s") and last.get("status") in ("improved", "discarded"):
+            floor = min(floor, max(1.0, float(last["train_s"])))
+        return floor
+
     def attempts_made(self) -> int:
         return len(self.history)
 
@@ -119,9 +131,9 @@ class BudgetPlan:
             share = min(share, max(self.settings.min_candidate_s, left - self.final_reserve_s()))
         # The last candidate gets what is left: no idle tail smaller than one more candidate
         # (unless the user capped exploration candidates explicitly: the cap holds).
-        if self.settings.candidate_budget_s is None and left - share < self.settings.min_candidate_s + self.overhead_s():
+        if self.settings.candidate_budget_s is None and left - share < self.train_floor_s() + self.overhead_s():
             share = left
-        floor = self.settings.min_candidate_s
+        floor = self.train_floor_s()
         if self.settings.candidate_budget_s is not None:
             floor = min(floor, self.settings.candidate_budget_s)  # an explicit cap holds, even below the default floor
         return max(floor, min(share, left))
@@ -129,7 +141,7 @@ class BudgetPlan:
     def stop_reason(self, *, at_boundary: bool, best: float | None, tokens_used: int) -> StopReason | None:
         """Why the run must stop now, or None to go on."""
         s = self.settings
-        if self.usable_s() < s.min_candidate_s + self.overhead_s():
+        if self.usable_s() < self.train_floor_s() + self.overhead_s():
             return StopReason(kind="time", message=f"time budget of {s.time_budget_s:.0f}s spent "
                               f"({max(self.remaining_s, 0):.0f}s left, less than one more candidate)")
         if s.token_budget is not None and tokens_used >= s.token_budget:

@@ -86,6 +86,25 @@ def test_a_one_time_feature_extraction_is_not_counted_as_overhead():
     assert plan.stop_reason(at_boundary=True, best=0.95, tokens_used=0) is None
 
 
+def test_after_a_head_on_cached_features_one_more_head_fits_a_short_tail():
+    # sports-12 at 60 s (seed 0 at 3db5e35): extraction and two heads took 38 s; 22 s were left, the
+    # heads trained 2 and 5 s with 5 s of overhead, and the run stopped: "less than one more candidate".
+    head = {"wall_s": 10.2, "train_s": 5.1, "extract_s": 0.0, "features": "efficientnet_lite0@160",
+            "status": "improved", "fidelity": "explore"}  # fmt: skip
+    first = {**head, "wall_s": 27.7, "train_s": 2.0, "extract_s": 20.8}
+    s = _settings(time_budget_s=60)
+    plan = BudgetPlan(s, 38.0, [first, head])
+    assert plan.train_floor_s() == pytest.approx(5.1)
+    assert plan.stop_reason(at_boundary=True, best=0.9, tokens_used=0) is None
+    assert plan.train_floor_s() <= plan.candidate_budget_s() <= plan.usable_s() - plan.overhead_s() + 1e-9
+    # The same tail after a candidate trained on images stops: it needs min_candidate_s of training.
+    images = [{**a, "features": None} for a in (first, head)]
+    assert BudgetPlan(s, 38.0, images).stop_reason(at_boundary=True, best=0.9, tokens_used=0).kind == "time"
+    # A crashed head says nothing about what the next one needs.
+    crashed = BudgetPlan(s, 38.0, [first, {**head, "status": "crashed"}])
+    assert crashed.train_floor_s() == s.min_candidate_s
+
+
 def test_target_and_tokens_stop_typed():
     s = _settings(time_budget_s=900, target=0.9, token_budget=100)
     plan = BudgetPlan(s, 0.0, [])
