@@ -647,8 +647,9 @@ def tabulate(scenarios: list[Scenario]) -> list[Outcome]:
             if s.orphan_cmds:
                 row.notes.append(f"{sc.name}: {s.fault}: what outlived the kill: {'; '.join(s.orphan_cmds)}")
             if s.fault.startswith("disk_full"):
-                tail = s.output.strip().splitlines()[-3:]
-                clear = any("no space left" in line.lower() and "--resume" in line for line in tail)
+                # The last message, which the console wraps over several lines.
+                tail = " ".join(s.output.strip().splitlines()[-4:])
+                clear = "no space left" in tail.lower() and "--resume" in tail
                 row.notes.append(f"{sc.name}: disk full -> exit {s.returncode}; clear last message: {clear}; "
                                  f"a traceback printed on the way: {'Traceback' in s.output}")  # fmt: skip
     return list(rows.values())
