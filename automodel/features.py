@@ -149,12 +149,14 @@ class FeatureSet:
         return dict(json.loads((self.dir / "meta.json").read_text(encoding="utf-8")))
 
 
-def features_ready(root: Path, key: str, fingerprint: str) -> bool:
-    """True when ``key`` was extracted from the prepared data with this ``fingerprint``."""
+def features_ready(root: Path, key: str, fingerprint: str, *, flip: bool = False) -> bool:
+    """True when ``key`` was extracted from the prepared data with this ``fingerprint``
+    (and, when ``flip``, with the mirrored training images)."""
     fs = FeatureSet(Path(root), key)
     try:
-        return fs.meta().get("fingerprint") == fingerprint
-    except (OSError, ValueError):
+        meta = fs.meta()
+        return meta.get("fingerprint") == fingerprint and (not flip or "train_flip" in (meta.get("counts") or {}))
+    except (OSError, ValueError, AttributeError):
         return False
 
 
@@ -231,10 +233,13 @@ def extract_features(
     hub: bool = False,
     device: str = "cpu",
     batch_size: int = EXTRACT_BATCH,
+    flip: bool = True,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Extract ``key`` for every split of the prepared data in ``data_dir`` into ``root``.
 
+    ``flip``: also the mirrored training images (``train_flip``, a free augmentation view
+    for a recipe that flips; it costs as much as the training split itself).
     Trusted code: it runs in an executor job, never with generated code loaded. Returns
     the meta written beside the arrays.
     """
@@ -256,7 +261,7 @@ def extract_features(
     for split in splits:
         x, _ = data.arrays(split)
         views: dict[str, list[np.ndarray]] = {split: []}
-        if split == "train":
+        if split == "train" and flip:
             views["train_flip"] = []
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
@@ -268,7 +273,7 @@ def extract_features(
                                                      align_corners=False)
                 xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
                 views[split].append(model(xb).float().cpu().numpy())
-                if split == "train":
+                if "train_flip" in views and split == "train":
                     views["train_flip"].append(model(torch.flip(xb, dims=[3]).contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
                 if on_progress is not None:
                     on_progress(split, min(start + batch_size, len(x)), len(x))

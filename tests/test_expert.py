@@ -161,31 +161,43 @@ def test_flips_found_from_the_data_when_nobody_said_so():
 def test_architect_weighs_pretrained_cost_against_the_budget():
     env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0"]}}
     photos = {"num_train": 1650, "stored_size": 100, "in_chans": 3, "num_classes": 10}
-    # 60 s in all: lite0 at its native 224px (about 67 s for these 3,700 images) does not fit, at
-    # 128px (about 27 s) it does and leaves time for a head: features at 128px, not a CNN from scratch.
+    # 60 s in all: lite0 at its native 224px (about 67 s for these 3,700 images with the mirrored view,
+    # 41 s without) does not fit; at 192px without the mirrored view (about 32 s) it does and leaves
+    # time for a head: features, not a CNN from scratch.
     short = _design(photos, {**env, "candidate_budget_s": 20, "budget": {"time_budget_s": 60}})
-    assert get_knobs(short["components"]["data"])["FEATURES"] == "efficientnet_lite0@128"
-    assert any("128px instead" in line for line in short["rationale"])
-    # 30 s in all: not even 128px fits (the 25 s reserve for start-up, a head and scoring).
+    knobs = get_knobs(short["components"]["data"])
+    assert knobs["FEATURES"] == "efficientnet_lite0@192" and knobs["HFLIP"] is False
+    assert any("192px instead" in line for line in short["rationale"])
+    assert any("No mirrored training images" in line for line in short["rationale"])
+    # 30 s in all: nothing fits (the 25 s reserve for start-up, a head and scoring).
     tight = _design(photos, {**env, "candidate_budget_s": 10, "budget": {"time_budget_s": 30}})
     assert not get_knobs(tight["components"]["data"]).get("FEATURES")
     assert get_knobs(tight["components"]["model"])["ARCH"] == "small_cnn"
     roomy = _design(photos, {**env, "candidate_budget_s": 100, "budget": {"time_budget_s": 600}})
     assert get_knobs(roomy["components"]["data"])["FEATURES"] == "efficientnet_lite0@224"
+    assert get_knobs(roomy["components"]["data"]).get("HFLIP", True) is True
 
 
-def test_first_feature_set_steps_down_the_size_before_giving_up_on_features():
+def test_first_feature_set_drops_the_mirrored_view_then_steps_down_the_size():
     env = {**CPU_ENV, "pretrained": {"hub": False, "local": ["efficientnet_lite0", "efficientnet_lite1"]}}
-    # sports-12's splits: 1147 train (twice: plain and mirrored), 287 val, 120 test.
+    # sports-12's splits: 1147 train (twice with the mirrored view), 287 val, 120 test.
     profile = {"num_train": 1147, "stored_size": 160, "in_chans": 3,
                "split_sizes": {"train": 1147, "val": 287, "test": 120}}  # fmt: skip
-    pick = {total: _rules.first_feature_set({"profile": profile, "environment": {**env, "budget": {"time_budget_s": total}}})
-            for total in (30, 60, 75, 300)}  # fmt: skip
-    assert pick == {30: None, 60: "efficientnet_lite0@160", 75: "efficientnet_lite0@192",
-                    300: "efficientnet_lite0@224"}  # fmt: skip
+
+    def plan(total: float, flip: bool = True) -> tuple[str, bool] | None:
+        ctx = {"profile": profile, "environment": {**env, "budget": {"time_budget_s": total}}}
+        return _rules.first_feature_plan(ctx, flip=flip)
+
+    assert {t: plan(t) for t in (30, 60, 75, 300)} == {
+        30: None, 60: ("efficientnet_lite0@224", False), 75: ("efficientnet_lite0@224", False),
+        300: ("efficientnet_lite0@224", True)}  # fmt: skip
     # A machine measured 1.5 times slower than the table steps down further.
     slow = {**env, "budget": {"time_budget_s": 60}, "extraction_scale": 1.5}
-    assert _rules.first_feature_set({"profile": profile, "environment": slow}) == "efficientnet_lite0@128"
+    assert _rules.first_feature_plan({"profile": profile, "environment": slow}) == ("efficientnet_lite0@160", False)
+    # A recipe that must not flip never gets the mirrored view, even when it would fit.
+    assert plan(300, flip=False) == ("efficientnet_lite0@224", False)
+    assert _rules.first_feature_set({"profile": profile, "environment": {**env, "budget": {"time_budget_s": 60}}}) \
+        == "efficientnet_lite0@224"
 
 
 def test_analyst_explores_features_by_gain_per_second_then_final_phase():

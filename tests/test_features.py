@@ -49,10 +49,17 @@ def test_features_are_extracted_once_without_labels_and_a_head_learns_on_them(tm
     edit(reference_copy / "data.py", 'FEATURES = ""', f'FEATURES = "{KEY}"')
     assert declared_features(reference_copy / "data.py") == KEY
     runner = ws.runner()
+    cache = tmp_path / "run" / "features" / "efficientnet_lite0-64"
 
+    # A recipe that does not flip (HFLIP = False) gets no mirrored view: it would never read it.
+    edit(reference_copy / "data.py", "HFLIP = True", "HFLIP = False")
+    _, plain = runner.ensure_features(reference_copy, tmp_path / "w")
+    assert plain is not None and plain.status == "ok", plain.log_tail
+    assert sorted(p.name for p in cache.iterdir()) == ["meta.json", "test.npy", "train.npy", "val.npy"]
+    # One that flips needs it: the set is extracted again, with it.
+    edit(reference_copy / "data.py", "HFLIP = False", "HFLIP = True")
     key, extraction = runner.ensure_features(reference_copy, tmp_path / "x")
     assert key == KEY and extraction is not None and extraction.status == "ok", extraction.log_tail
-    cache = tmp_path / "run" / "features" / "efficientnet_lite0-64"
     files = sorted(p.name for p in cache.iterdir())
     assert files == ["meta.json", "test.npy", "train.npy", "train_flip.npy", "val.npy"]  # no labels in the cache
     meta = json.loads((cache / "meta.json").read_text())

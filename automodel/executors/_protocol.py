@@ -151,6 +151,8 @@ class HarnessJob(BaseModel):
     predicted split for prediction; never labels)."""
     features_key: str | None = None
     """Features mode: the set to extract, e.g. ``efficientnet_lite0@224``."""
+    features_flip: bool = True
+    """Features mode: also extract the mirrored training images (``train_flip``)."""
     hub_available: bool = False
     local_weights: dict[str, str] = Field(default_factory=dict)
     """Pretrained weight files by model name, relative to the job directory (``weights/...``)."""

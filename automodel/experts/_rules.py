@@ -98,11 +98,12 @@ def mirror_flip_feedback(report: dict[str, Any]) -> dict[str, Any] | None:
             "expected_effect": "the mirror-paired classes become separable: up to their whole share of errors"}
 
 
-def feature_images(profile: dict[str, Any]) -> int:
-    """Images a feature extraction passes through: train twice (plain and mirrored), val and test once."""
+def feature_images(profile: dict[str, Any], *, flip: bool = True) -> int:
+    """Images a feature extraction passes through: train twice (plain and mirrored; once without
+    ``flip``), val and test once."""
     sizes = profile.get("split_sizes") or {}
     n_train = int(sizes.get("train") or profile.get("num_train") or 1000)
-    return 2 * n_train + int(sizes.get("val") or n_train // 4) + int(sizes.get("test") or 0)
+    return (2 if flip else 1) * n_train + int(sizes.get("val") or n_train // 4) + int(sizes.get("test") or 0)
 
 
 def usable_backbones(ctx: dict[str, Any]) -> list[str]:
@@ -125,23 +126,36 @@ def first_feature_allowance_s(total_s: float) -> float:
     return max(0.4 * total_s, min(0.6 * total_s, total_s - FIRST_FEATURES_RESERVE_S))
 
 
-def first_feature_set(ctx: dict[str, Any]) -> str | None:
-    """The feature set of the first candidate: the cheapest usable backbone, at its native size
-    when that extraction fits :func:`first_feature_allowance_s`, else at the largest of
-    :data:`FIRST_FEATURE_SIZES` that fits (on photos, a head on frozen features, even at 128px,
-    beats anything trained from scratch in the same seconds by a wide margin: 58-64% for a
-    small CNN against 95% for a probe on sports-12 at a 60 s budget)."""
+def first_feature_plan(ctx: dict[str, Any], *, flip: bool = True) -> tuple[str, bool] | None:
+    """The feature set of the first candidate and whether it includes the mirrored training images.
+
+    The cheapest usable backbone at its native size when that extraction fits
+    :func:`first_feature_allowance_s`; else the same without the mirrored view (a free
+    augmentation, but it costs as much as the training split); else the largest of
+    :data:`FIRST_FEATURE_SIZES` that fits, mirrored view first. On photos a head on frozen
+    features, even at 128px, beats anything trained from scratch in the same seconds by a wide
+    margin: on sports-12 at 60 s a small CNN got 58-66%, lite0@160 features 93-95%.
+    ``flip=False``: the recipe does not flip (orientation matters), so no mirrored view at all.
+    """
     env = ctx.get("environment", {})
     total = float(env.get("budget", {}).get("time_budget_s", env.get("candidate_budget_s", 60.0) * 8))
-    n = feature_images(ctx.get("profile", {}))
+    profile = ctx.get("profile", {})
     allowed = first_feature_allowance_s(total)
+    scale = float(env.get("extraction_scale", 1.0))
     for name in usable_backbones(ctx):
         native = BACKBONES[name].native_size
         for size in (native, *(s for s in FIRST_FEATURE_SIZES if s < native)):
             key = feature_key(name, size)
-            if extraction_cost_s(key, n, scale=float(env.get("extraction_scale", 1.0))) <= allowed:
-                return key
+            for mirrored in (True, False) if flip else (False,):
+                if extraction_cost_s(key, feature_images(profile, flip=mirrored), scale=scale) <= allowed:
+                    return key, mirrored
     return None
+
+
+def first_feature_set(ctx: dict[str, Any]) -> str | None:
+    """The key of :func:`first_feature_plan` (None when no feature set fits)."""
+    plan = first_feature_plan(ctx)
+    return plan[0] if plan else None
 
 
 def _env(ctx: dict[str, Any]) -> tuple[bool, float, dict[str, Any]]:
@@ -179,13 +193,21 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
     has_weights = bool(pretrained.get("hub")) or "efficientnet_lite0" in pretrained.get("local", [])
     photo = stored >= 64 and chans == 3
     size = 224 if cuda else 128
-    key = first_feature_set(ctx) if photo and not cuda else None
-    if key is not None:
+    first = first_feature_plan(ctx, flip=data.get("HFLIP", True)) if photo and not cuda else None
+    if first is not None:
+        key, mirrored = first
         name, fsize = key.split("@")
         if int(fsize) < BACKBONES[name].native_size:
             rationale.append(
                 f"{name} at its native {BACKBONES[name].native_size}px would not leave time for a head in the "
                 f"{float(env.get('budget', {}).get('time_budget_s', budget)):.0f}s budget: {fsize}px instead."
+            )
+        if not mirrored and data.get("HFLIP", True):
+            data["HFLIP"] = False
+            rationale.append(
+                f"No mirrored training images: extracting them would cost about "
+                f"{extraction_cost_s(key, feature_images(profile, flip=True)) - extraction_cost_s(key, feature_images(profile, flip=False)):.0f}s "
+                "more than this budget allows."
             )
         data.update(FEATURES=key)
         model.update(HEAD_HIDDEN=0, DROPOUT=0.2)
@@ -193,7 +215,7 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
         total = float(env.get("budget", {}).get("time_budget_s", budget))
         rationale.append(
             f"Real photos, a CPU and ImageNet weights: a frozen {name} at {fsize}px gives strong features in one "
-            f"forward pass (about {extraction_cost_s(key, feature_images(profile)):.0f}s, once, cached for every later "
+            f"forward pass (about {extraction_cost_s(key, feature_images(profile, flip=mirrored)):.0f}s, once, cached for every later "
             f"candidate); a linear head trains on them in seconds. Fine-tuning the whole network would cost about "
             f"{n_train * lite0_cost_ms(128) / 1000:.0f}s per epoch at 128px out of {total:.0f}s in all."
         )
@@ -450,7 +472,7 @@ def feature_proposals(
     plan = env.get("budget", {})
     remaining = float(plan.get("remaining_s", 0.0))
     profile = ctx.get("profile", {})
-    n = feature_images(profile)
+    n = feature_images(profile, flip=d.get("HFLIP", True) is not False)
     have = set(env.get("features", []))
     current = str(d.get("FEATURES"))
     cur_name = current.split("@")[0]

@@ -110,7 +110,7 @@ def _extract(job: HarnessJob, job_dir: Path) -> int:
     weights = {name: os.path.abspath(path) for name, path in job.local_weights.items()}
     meta = extract_features(job_dir / DATA_DIR, job_dir / OUT_DIR / "features", job.features_key, local_weights=weights,
                             hub=job.hub_available, device=job.device if job.device != "auto" else "cpu",
-                            on_progress=progress)
+                            flip=job.features_flip, on_progress=progress)
     write_json_atomic(job_dir / RESULT_FILE, meta)
     emit("done", features=job.features_key, seconds=meta["seconds"])
     return 0

@@ -430,9 +430,11 @@ class CandidateRunner:
         workdir: Path,
         *,
         timeout_s: float = 1800.0,
+        flip: bool = True,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> ExecutionResult:
-        """Extract the pretrained feature set ``key`` into the run's feature cache.
+        """Extract the pretrained feature set ``key`` into the run's feature cache (``flip``: with the
+        mirrored training images).
 
         Trusted code only (no component is imported), still run as an executor job: it sees the
         images, the weights and its own output folder, and the set is moved into the cache here.
@@ -446,7 +448,7 @@ class CandidateRunner:
         # PreparedData.arrays reads labels beside the images: this trusted job may have the train and
         # validation labels (the cache it writes holds features only).
         labels = [f"{s}_y.npy" for s in ("train", "val") if (self.data_dir / f"{s}_y.npy").is_file()]
-        job = self._job(1.0, mode="features", features_key=key)
+        job = self._job(1.0, mode="features", features_key=key, features_flip=flip)
         job_dir, readonly = self._prepare(workdir, workdir, job, images + labels)
         request = self._request(workdir, job_dir, readonly, timeout_s)
         try:
@@ -472,6 +474,10 @@ class CandidateRunner:
     ) -> tuple[str | None, ExecutionResult | None]:
         """Extract the feature set that ``components_dir/data.py`` names (``FEATURES = "..."``), once.
 
+        The mirrored training images are extracted too unless the component says ``HFLIP = False``
+        (a recipe that does not flip never reads them); a set cached without them is extracted
+        again for a component that flips.
+
         Returns the key (None when the data component uses images) and the extraction
         result (None when the set was already cached). ``timeout_s`` bounds the extraction
         (a run passes what is left of its clock, so an extraction never runs past the budget).
@@ -481,17 +487,19 @@ class CandidateRunner:
         spec = declared_features(Path(components_dir) / "data.py")
         if not spec or self.features_dir is None:
             return spec, None
+        flip = declared_flip(Path(components_dir) / "data.py")
         fingerprint = json.loads((self.data_dir / "meta.json").read_text(encoding="utf-8")).get("fingerprint", "")
         done: ExecutionResult | None = None
         deadline = time.monotonic() + timeout_s
         for key in feature_keys(spec):  # several sets joined by "+": each is extracted once
-            if features_ready(self.features_dir, key, fingerprint):
+            if features_ready(self.features_dir, key, fingerprint, flip=flip):
                 continue
             if on_event is not None:
                 on_event({"event": "features", "key": key,
                           "message": f"extracting pretrained features {key} (once per run)"})
             result = self.extract_features(key, Path(workdir) / f"features-{key.replace('@', '-')}",
-                                           timeout_s=max(1.0, deadline - time.monotonic()), on_event=on_event)
+                                           timeout_s=max(1.0, deadline - time.monotonic()), flip=flip,
+                                           on_event=on_event)
             if done is not None:
                 result = result.model_copy(update={"duration_s": done.duration_s + result.duration_s})
             done = result
@@ -524,15 +532,25 @@ def _copy_out(out_dir: Path, name: str, dst: Path) -> bool:
     return True
 
 
-def declared_features(data_py: Path) -> str | None:
-    """The module-level ``FEATURES = "..."`` string of a data component, if any (read, never run)."""
+def _module_constant(data_py: Path, name: str) -> object:
+    """The value of a module-level ``NAME = <constant>`` in a component, or None (read, never run)."""
     try:
         tree = ast.parse(Path(data_py).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == "FEATURES" and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, str)):
-            return node.value.value.strip() or None
+                and node.targets[0].id == name and isinstance(node.value, ast.Constant)):
+            return node.value.value
     return None
+
+
+def declared_features(data_py: Path) -> str | None:
+    """The module-level ``FEATURES = "..."`` string of a data component, if any (read, never run)."""
+    value = _module_constant(data_py, "FEATURES")
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def declared_flip(data_py: Path) -> bool:
+    """False only when a data component says ``HFLIP = False`` at module level (read, never run)."""
+    return _module_constant(data_py, "HFLIP") is not False

@@ -228,7 +228,16 @@ class Candidate:
             raise FileNotFoundError(f"the data recipe asks for features {key!r} but this job has no feature cache")
         root = Path(self.job.features_dir)
         x = load_feature_split(root, key, split)
-        alt = load_feature_split(root, key, "train_flip") if split == "train" and self.recipe.feature_flip else None
+        alt = None
+        if split == "train" and self.recipe.feature_flip:
+            try:
+                alt = load_feature_split(root, key, "train_flip")
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(
+                    f"DataRecipe.feature_flip is True but the feature cache of {key!r} holds no mirrored training "
+                    "images: data.py says HFLIP = False at module level, so they were not extracted. Return "
+                    "feature_flip=HFLIP (or set HFLIP = True)."
+                ) from exc
         return Split.from_features(x, y, alt)
 
     def split(self, data: Any, name: str) -> Split:
