@@ -15,7 +15,8 @@ fresh process with the same number of torch threads:
   epochs. It does strictly less work per step, so it is an upper bound: a ratio above
   ``MAX_RATIO`` means the measurement is broken, not that the harness is faster.
 
-The two alternate ``--rounds`` times (harness, minimal, harness, minimal, ...); the report
+The two alternate ``--rounds`` times, the first side alternating too (harness-minimal,
+minimal-harness, ...), each in a session of its own as the executor runs the harness; the report
 gives each side's median and min-max spread and the median of the per-round ratios. A
 round starts only if a round as long as the longest so far ends within ``--max-minutes``
 (default 7.5; a quiet 2-core machine does a round in under a minute).
@@ -100,7 +101,9 @@ def minimal_loop(data_dir: Path, threads: int) -> dict[str, float]:
 
 def run_minimal(data_dir: Path, threads: int) -> dict[str, float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--minimal-only", str(data_dir), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+    # A session of its own, as the executor gives the harness (the kernel's autogroup scheduler
+    # shares the CPU between sessions, not processes).
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, start_new_session=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -159,9 +162,16 @@ def main() -> None:
                 break
             t_round = time.monotonic()
             load = os.getloadavg()[0]
-            h = run_harness(Path(tmp), data_dir, threads, i)
-            b = run_minimal(data_dir, threads)
+            # ABBA: the side that runs first alternates, so an order effect (whatever the second
+            # process of a round inherits from the first) cancels out of the medians.
+            if i % 2 == 0:
+                h = run_harness(Path(tmp), data_dir, threads, i)
+                b = run_minimal(data_dir, threads)
+            else:
+                b = run_minimal(data_dir, threads)
+                h = run_harness(Path(tmp), data_dir, threads, i)
             rounds.append({"harness": h, "minimal": b, "ratio": h["images_per_s"] / b["images_per_s"],
+                           "first": "harness" if i % 2 == 0 else "minimal",
                            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)})
             longest = max(longest, time.monotonic() - t_round)
             print(f"round {i + 1}: harness {h['images_per_s']:.0f} img/s, minimal {b['images_per_s']:.0f} img/s, "
@@ -173,7 +183,7 @@ def main() -> None:
     out = {
         "benchmark": "harness_throughput",
         "setting": {"batch": BATCH, "input": SIZE, "width": WIDTH, "epochs": EPOCHS, "threads": threads,
-                    "device": "cpu", "rounds": len(rounds), "order": "harness then minimal, alternated"},
+                    "device": "cpu", "rounds": len(rounds), "order": "ABBA: harness first in even rounds, minimal first in odd ones"},
         "harness_images_per_s": _spread(hs),
         "minimal_images_per_s": _spread(bs),
         "ratio_of_medians": round(ratio, 3),
@@ -181,6 +191,10 @@ def main() -> None:
                             "max": round(max(ratios), 3)},
         "verdict": (f"measurement error: ratio {ratio:.3f} > {MAX_RATIO} (the minimal loop must be an upper bound)"
                     if ratio > MAX_RATIO else f"harness keeps {100 * ratio:.0f}% of the minimal loop's throughput"),
+        "per_round_ratio_by_first": {
+            side: round(statistics.median(r["ratio"] for r in rounds if r["first"] == side), 3)
+            for side in ("harness", "minimal") if any(r["first"] == side for r in rounds)
+        },
         "rounds": rounds,
         "total_s": round(time.monotonic() - t_start, 1),
         "git": git_state(),
