@@ -124,7 +124,7 @@ class BudgetPlan:
         """Training seconds for the next candidate; the last one gets all that is left."""
         left = self.usable_s() - self.overhead_s()
         if fidelity == "final":
-            return max(self.settings.min_candidate_s, left)
+            return max(self.train_floor_s(), left)
         share = self.explore_budget_s()
         if self.settings.strategy == "budgeted" and not self.final_due():
             # Never eat into the final reserve with exploration.

@@ -149,14 +149,18 @@ class FeatureSet:
         return dict(json.loads((self.dir / "meta.json").read_text(encoding="utf-8")))
 
 
-def features_ready(root: Path, key: str, fingerprint: str, *, flip: bool = False) -> bool:
+def features_ready(root: Path, key: str, fingerprint: str, *, flip: bool) -> bool:
     """True when ``key`` was extracted from the prepared data with this ``fingerprint``
-    (and, when ``flip``, with the mirrored training images)."""
+    (and, when ``flip`` and the data has a training split, with its mirrored images)."""
     fs = FeatureSet(Path(root), key)
     try:
         meta = fs.meta()
-        return meta.get("fingerprint") == fingerprint and (not flip or "train_flip" in (meta.get("counts") or {}))
-    except (OSError, ValueError, AttributeError):
+        counts = meta.get("counts")
+        if not isinstance(counts, dict):  # damaged: extract it again
+            return False
+        mirrored = not flip or "train" not in counts or "train_flip" in counts
+        return bool(meta.get("fingerprint") == fingerprint and mirrored)
+    except (OSError, ValueError, TypeError):
         return False
 
 

@@ -278,7 +278,7 @@ def run_session(
         with killing:
             if not killed.is_set() and proc.poll() is None:
                 killed.set()
-                os.kill(proc.pid, signal.SIGKILL)
+                proc.send_signal(signal.SIGKILL)  # re-checks that it is not reaped yet
                 # Orphans would hold the output pipe open.
                 session.orphans += _reap_orphans(out, wait_s=10.0, found=session.orphan_cmds)
 

@@ -18,10 +18,10 @@ fresh process with the same number of torch threads:
 The two alternate ``--rounds`` times, the first side alternating too (harness-minimal,
 minimal-harness, ...), each in a session of its own as the executor runs the harness; the report
 gives each side's median and min-max spread and the median of the per-round ratios. A
-round starts only if a round as long as the longest so far ends within ``--max-minutes``
+pair of rounds starts only if two rounds as long as the longest so far end within ``--max-minutes``
 (default 7.5; a quiet 2-core machine does a round in under a minute).
 
-    python benchmarks/harness_throughput.py [--rounds 3] [--threads 2] [--out benchmarks/results/harness_throughput.json]
+    python benchmarks/harness_throughput.py [--rounds 4] [--threads 2] [--out benchmarks/results/harness_throughput.json]
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _spread(xs: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "harness_throughput.json")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="rounded up to an even number (ABBA pairs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: all CPUs)")
     parser.add_argument("--max-minutes", type=float, default=7.5,
                         help="start no round that would end after this, judged by the longest round so far")
@@ -156,9 +156,9 @@ def main() -> None:
         ws = open_workspace("demo", Path(tmp) / "run", device="cpu", root=Path(tmp) / "digits")
         data_dir = ws.store.data_dir
         longest = 0.0
-        for i in range(args.rounds):
-            # Start a round only if one as long as the longest so far still ends in time.
-            if i and time.monotonic() - t_start + longest > 60 * args.max_minutes:
+        for i in range(args.rounds + args.rounds % 2):
+            # Pairs only (ABBA): the second round of a pair always runs, or the order effect stays in.
+            if i and i % 2 == 0 and time.monotonic() - t_start + 2 * longest > 60 * args.max_minutes:
                 break
             t_round = time.monotonic()
             load = os.getloadavg()[0]

@@ -224,8 +224,9 @@ def write_table(jobs_dir: Path, out: Path, *, meta: dict[str, Any] | None = None
         part = [r for r in rows if r["group"] == group and r["dataset"] != "orientation"]
         lines += [f"## {title}", ""]
         lines += _main_table(part) if part else ["(no records yet)"]
-        lines += [""] + [f"*{note}*" for key, note in SEEN.items() if key[0] == group and any(
-            r["dataset"] == key[1] and r["budget_s"] == key[2] for r in part)] + [""]
+        seen = [f"*{note}*" for key, note in SEEN.items()
+                if key[0] == group and any(r["dataset"] == key[1] and r["budget_s"] == key[2] for r in part)]
+        lines += [""] + (seen + [""] if seen else [])
     ablation = [r for r in rows if r["dataset"] == "orientation"]
     lines += ["## Ablation: description x flip detector (orientation task)", "",
               "Attempts until flips fixed: the first attempt whose data.py trains without horizontal flips "

@@ -97,6 +97,8 @@ def test_after_a_head_on_cached_features_one_more_head_fits_a_short_tail():
     assert plan.train_floor_s() == pytest.approx(5.1)
     assert plan.stop_reason(at_boundary=True, best=0.9, tokens_used=0) is None
     assert plan.train_floor_s() <= plan.candidate_budget_s() <= plan.usable_s() - plan.overhead_s() + 1e-9
+    # A final-phase candidate gets what is left, not min_candidate_s (more than is left here).
+    assert plan.candidate_budget_s("final") == pytest.approx(plan.usable_s() - plan.overhead_s())
     # The same tail after a candidate trained on images stops: it needs min_candidate_s of training.
     images = [{**a, "features": None} for a in (first, head)]
     assert BudgetPlan(s, 38.0, images).stop_reason(at_boundary=True, best=0.9, tokens_used=0).kind == "time"

@@ -14,10 +14,11 @@ from automodel.features import (
     FeatureSet,
     extraction_cost_s,
     feature_keys,
+    features_ready,
     load_feature_split,
     parse_feature_key,
 )
-from automodel.harness import declared_features
+from automodel.harness import declared_features, declared_flip
 from automodel.weights import local_weight_files
 from automodel.workspace import open_workspace
 from tests.conftest import edit
@@ -77,6 +78,37 @@ def test_features_are_extracted_once_without_labels_and_a_head_learns_on_them(tm
     pred = runner.predict(reference_copy, tmp_path / "it" / "checkpoint.pt", tmp_path / "pred")
     assert pred.status == "ok", pred.log_tail
     assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())["pred"]) == 12
+
+
+def test_declared_constants_are_read_as_python_would_leave_them(tmp_path):
+    data_py = tmp_path / "data.py"
+    cases = {
+        'HFLIP = False\nFEATURES = ""\nHFLIP = True\nFEATURES = "efficientnet_lite0@224"\n': (True, "efficientnet_lite0@224"),
+        'HFLIP = True\nHFLIP = False\nFEATURES = "efficientnet_lite0@224"\nFEATURES = ""\n': (False, None),
+        'HFLIP: bool = False\nFEATURES: str = "efficientnet_lite0@160"\n': (False, "efficientnet_lite0@160"),
+        # Not a constant: unknown, so the mirrored view is extracted (only time is at stake).
+        'HFLIP = False\nHFLIP = not False\n': (True, None),
+        "def build_data(spec):\n    HFLIP = False\n": (True, None),
+        "this is not python": (True, None),
+    }  # fmt: skip
+    for text, (flip, features) in cases.items():
+        data_py.write_text(text)
+        assert (declared_flip(data_py), declared_features(data_py)) == (flip, features), text
+
+
+def test_a_cached_set_is_ready_only_with_the_views_a_recipe_needs(tmp_path):
+    meta = tmp_path / "efficientnet_lite0-64" / "meta.json"
+    meta.parent.mkdir()
+
+    def ready(counts: object, flip: bool) -> bool:
+        meta.write_text(json.dumps({"fingerprint": "f", "counts": counts}))
+        return features_ready(tmp_path, KEY, "f", flip=flip)
+
+    assert ready({"train": 3, "val": 1}, flip=False) and not ready({"train": 3, "val": 1}, flip=True)
+    assert ready({"train": 3, "train_flip": 3, "val": 1}, flip=True)
+    assert ready({"test": 5}, flip=True)  # images to predict: no training split, nothing to mirror
+    assert not ready(7, flip=False)  # a damaged meta is extracted again, not a crash
+    assert not features_ready(tmp_path, KEY, "other", flip=False)
 
 
 def test_feature_keys_are_checked_and_costed():

@@ -121,8 +121,9 @@ FIRST_FEATURES_RESERVE_S = 25.0
 
 
 def first_feature_allowance_s(total_s: float) -> float:
-    """Seconds a first feature extraction may take of a ``total_s`` budget: 60% of it, but
-    never less than 40% nor more than the whole minus :data:`FIRST_FEATURES_RESERVE_S`."""
+    """Seconds a first feature extraction may take of a ``total_s`` budget: 60% of it, or the
+    whole minus :data:`FIRST_FEATURES_RESERVE_S` when that is less, but never less than 40% (so
+    below about 42 s it leaves more than the reserve)."""
     return max(0.4 * total_s, min(0.6 * total_s, total_s - FIRST_FEATURES_RESERVE_S))
 
 
@@ -150,12 +151,6 @@ def first_feature_plan(ctx: dict[str, Any], *, flip: bool = True) -> tuple[str, 
                 if extraction_cost_s(key, feature_images(profile, flip=mirrored), scale=scale) <= allowed:
                     return key, mirrored
     return None
-
-
-def first_feature_set(ctx: dict[str, Any]) -> str | None:
-    """The key of :func:`first_feature_plan` (None when no feature set fits)."""
-    plan = first_feature_plan(ctx)
-    return plan[0] if plan else None
 
 
 def _env(ctx: dict[str, Any]) -> tuple[bool, float, dict[str, Any]]:
@@ -204,10 +199,12 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
             )
         if not mirrored and data.get("HFLIP", True):
             data["HFLIP"] = False
+            scale = float(env.get("extraction_scale", 1.0))
+            extra_s = (extraction_cost_s(key, feature_images(profile, flip=True), scale=scale)
+                       - extraction_cost_s(key, feature_images(profile, flip=False), scale=scale))
             rationale.append(
-                f"No mirrored training images: extracting them would cost about "
-                f"{extraction_cost_s(key, feature_images(profile, flip=True)) - extraction_cost_s(key, feature_images(profile, flip=False)):.0f}s "
-                "more than this budget allows."
+                f"No horizontal flips, for time only (orientation does not matter here): the mirrored training "
+                f"images would cost about {extra_s:.0f}s more to extract, which this budget does not allow."
             )
         data.update(FEATURES=key)
         model.update(HEAD_HIDDEN=0, DROPOUT=0.2)

@@ -10,7 +10,13 @@ directory (no validation or test labels in it), runs it through an executor, and
 the predictions here. The protocol itself is defined once, in :mod:`automodel.executors`.
 """
 
-from automodel.harness._client import CandidateRunner, PredictionError, copy_components, declared_features
+from automodel.harness._client import (
+    CandidateRunner,
+    PredictionError,
+    copy_components,
+    declared_features,
+    declared_flip,
+)
 from automodel.harness._job import ERROR_EXIT_CODE, EVENT_PREFIX, HarnessJob, emit, write_json_atomic
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "PredictionError",
     "copy_components",
     "declared_features",
+    "declared_flip",
     "emit",
     "write_json_atomic",
 ]

@@ -533,16 +533,23 @@ def _copy_out(out_dir: Path, name: str, dst: Path) -> bool:
 
 
 def _module_constant(data_py: Path, name: str) -> object:
-    """The value of a module-level ``NAME = <constant>`` in a component, or None (read, never run)."""
+    """The value the last module-level assignment ``NAME = ...`` (or ``NAME: T = ...``) of a component
+    gives, as Python would leave it; None when that value is not a constant (read, never run)."""
     try:
         tree = ast.parse(Path(data_py).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
         return None
+    value: object = None
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == name and isinstance(node.value, ast.Constant)):
-            return node.value.value
-    return None
+        if isinstance(node, ast.Assign):
+            targets, assigned = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, assigned = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            value = assigned.value if isinstance(assigned, ast.Constant) else None
+    return value
 
 
 def declared_features(data_py: Path) -> str | None:
