@@ -52,8 +52,10 @@ MODEL_INFO = {"vision": False, "function_calling": False, "json_output": False, 
 CLIENT_TIMEOUT_S = 2.0
 """The client's own limit on one request; the timeout case hangs longer."""
 RUN_ARGS = ["--iterations", "1", "--time-budget", "300", "--candidate-budget", "15", "--device", "cpu",
-            "--threads", "1"]  # fmt: skip
-"""Two attempts: the first pipeline, then one change asked by the Analyst."""
+            "--threads", "1", "--no-try-out"]  # fmt: skip
+"""Two attempts: the first pipeline, then one change asked by the Analyst. Without the try-out every
+engineer is asked for its component after the design (a design that passed its try-out is taken as
+it is, so the faults planned on the model and training engineers' first replies would never be sent)."""
 
 PROSE = "I would lower the learning rate a little and add some augmentation; that should help the model."
 
