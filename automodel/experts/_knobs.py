@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from automodel.interfaces import REFERENCE_DIR
+from automodel.interfaces import REFERENCE_DIR, read_knobs
 
 __all__ = ["get_knobs", "reference_source", "set_knobs"]
 
@@ -29,18 +29,8 @@ def _knob_nodes(tree: ast.Module) -> dict[str, ast.Assign]:
 
 
 def get_knobs(source: str) -> dict[str, Any]:
-    """Literal values of the file's UPPER_CASE constants (others are skipped)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
-    knobs = {}
-    for name, node in _knob_nodes(tree).items():
-        try:
-            knobs[name] = ast.literal_eval(node.value)
-        except ValueError:
-            continue
-    return knobs
+    """Literal values of the file's UPPER_CASE constants (:func:`automodel.interfaces.read_knobs`)."""
+    return read_knobs(source)
 
 
 def set_knobs(source: str, knobs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -11,7 +11,6 @@ candidate writes, and nothing the candidate reports about itself becomes a score
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import os
@@ -46,7 +45,7 @@ from automodel.executors import (
     resolve_executor,
     write_json_atomic,
 )
-from automodel.interfaces import COMPONENT_FILES, PretrainedInfo
+from automodel.interfaces import COMPONENT_FILES, PretrainedInfo, read_knobs
 
 __all__ = ["CandidateRunner", "PredictionError", "copy_components", "declared_features"]
 
@@ -532,32 +531,19 @@ def _copy_out(out_dir: Path, name: str, dst: Path) -> bool:
     return True
 
 
-def _module_constant(data_py: Path, name: str) -> object:
-    """The value the last module-level assignment ``NAME = ...`` (or ``NAME: T = ...``) of a component
-    gives, as Python would leave it; None when that value is not a constant (read, never run)."""
+def _data_knobs(data_py: Path) -> dict[str, Any]:
     try:
-        tree = ast.parse(Path(data_py).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return None
-    value: object = None
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets, assigned = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, assigned = [node.target], node.value
-        else:
-            continue
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            value = assigned.value if isinstance(assigned, ast.Constant) else None
-    return value
+        return read_knobs(Path(data_py).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def declared_features(data_py: Path) -> str | None:
     """The module-level ``FEATURES = "..."`` string of a data component, if any (read, never run)."""
-    value = _module_constant(data_py, "FEATURES")
+    value = _data_knobs(data_py).get("FEATURES")
     return (value.strip() or None) if isinstance(value, str) else None
 
 
 def declared_flip(data_py: Path) -> bool:
     """False only when a data component says ``HFLIP = False`` at module level (read, never run)."""
-    return _module_constant(data_py, "HFLIP") is not False
+    return _data_knobs(data_py).get("HFLIP") is not False

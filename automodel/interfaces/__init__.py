@@ -25,7 +25,7 @@ from automodel.interfaces._contracts import (
     TrainRecipe,
     TrainSpec,
 )
-from automodel.interfaces._knobs import KNOB_RANGES, KnobRange, knob_problems
+from automodel.interfaces._knobs import KNOB_RANGES, KnobRange, knob_problems, read_knobs
 from automodel.interfaces._validate import ComponentIssue, validate_component, validate_components
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
@@ -51,6 +51,7 @@ __all__ = [
     "TrainSpec",
     "knob_problems",
     "ops",
+    "read_knobs",
     "validate_component",
     "validate_components",
 ]

@@ -10,10 +10,11 @@ Analyst's requested knob values are checked against it the same way (:func:`knob
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 KnobKind = Literal["int", "float", "bool", "choice", "text"]
 
@@ -129,3 +130,30 @@ def knob_problems(component: str, knobs: Mapping[str, object]) -> list[str]:
         if why:
             out.append(f"{name} = {value!r} {why}")
     return out
+
+
+def read_knobs(source: str) -> dict[str, Any]:
+    """The literal values of a component file's top-level UPPER_CASE constants, as Python leaves them.
+
+    The last assignment (plain or annotated) wins; one whose value is not a literal makes the
+    knob unknown, so it is left out. Read, never run: the file may be untrusted.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+    knobs: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if not (isinstance(target, ast.Name) and target.id.isupper()):
+            continue
+        try:
+            knobs[target.id] = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            knobs.pop(target.id, None)
+    return knobs
