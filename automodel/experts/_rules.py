@@ -192,14 +192,15 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
     if first is not None:
         key, mirrored = first
         name, fsize = key.split("@")
+        total = float(env.get("budget", {}).get("time_budget_s", budget))
+        scale = float(env.get("extraction_scale", 1.0))
         if int(fsize) < BACKBONES[name].native_size:
             rationale.append(
                 f"{name} at its native {BACKBONES[name].native_size}px would not leave time for a head in the "
-                f"{float(env.get('budget', {}).get('time_budget_s', budget)):.0f}s budget: {fsize}px instead."
+                f"{total:.0f}s budget: {fsize}px instead."
             )
         if not mirrored and data.get("HFLIP", True):
             data["HFLIP"] = False
-            scale = float(env.get("extraction_scale", 1.0))
             extra_s = (extraction_cost_s(key, feature_images(profile, flip=True), scale=scale)
                        - extraction_cost_s(key, feature_images(profile, flip=False), scale=scale))
             rationale.append(
@@ -209,10 +210,9 @@ def architect(ctx: dict[str, Any]) -> dict[str, Any]:
         data.update(FEATURES=key)
         model.update(HEAD_HIDDEN=0, DROPOUT=0.2)
         train.update(WEIGHT_DECAY=0.05, LABEL_SMOOTHING=0.1, HEAD_EPOCHS=60)
-        total = float(env.get("budget", {}).get("time_budget_s", budget))
         rationale.append(
             f"Real photos, a CPU and ImageNet weights: a frozen {name} at {fsize}px gives strong features in one "
-            f"forward pass (about {extraction_cost_s(key, feature_images(profile, flip=mirrored)):.0f}s, once, cached for every later "
+            f"forward pass (about {extraction_cost_s(key, feature_images(profile, flip=mirrored), scale=scale):.0f}s, once, cached for every later "
             f"candidate); a linear head trains on them in seconds. Fine-tuning the whole network would cost about "
             f"{n_train * lite0_cost_ms(128) / 1000:.0f}s per epoch at 128px out of {total:.0f}s in all."
         )

@@ -483,10 +483,11 @@ class CandidateRunner:
         """
         from automodel.features import feature_keys, features_ready
 
-        spec = declared_features(Path(components_dir) / "data.py")
+        knobs = _data_knobs(Path(components_dir) / "data.py")  # read once, never run
+        spec = _features_of(knobs)
         if not spec or self.features_dir is None:
             return spec, None
-        flip = declared_flip(Path(components_dir) / "data.py")
+        flip = _flip_of(knobs)
         fingerprint = json.loads((self.data_dir / "meta.json").read_text(encoding="utf-8")).get("fingerprint", "")
         done: ExecutionResult | None = None
         deadline = time.monotonic() + timeout_s
@@ -538,12 +539,20 @@ def _data_knobs(data_py: Path) -> dict[str, Any]:
         return {}
 
 
+def _features_of(knobs: dict[str, Any]) -> str | None:
+    value = knobs.get("FEATURES")
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
 def declared_features(data_py: Path) -> str | None:
     """The module-level ``FEATURES = "..."`` string of a data component, if any (read, never run)."""
-    value = _data_knobs(data_py).get("FEATURES")
-    return (value.strip() or None) if isinstance(value, str) else None
+    return _features_of(_data_knobs(data_py))
+
+
+def _flip_of(knobs: dict[str, Any]) -> bool:
+    return knobs.get("HFLIP") is not False  # only a recipe that never flips goes without the mirrored view
 
 
 def declared_flip(data_py: Path) -> bool:
     """False only when a data component says ``HFLIP = False`` at module level (read, never run)."""
-    return _data_knobs(data_py).get("HFLIP") is not False
+    return _flip_of(_data_knobs(data_py))
